@@ -1,0 +1,107 @@
+"""``unioncam-rt`` command line: parse options, build a config, call one library function."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import UnionCamError
+from .zoo.spec import DEFAULT_MODEL, MODELS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+    "UnionCAM explanations of CNN classifiers, fast enough for production."))
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"Zoo model: {', '.join(MODELS)}.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="Weights: a state_dict .pth (loaded with weights_only=True), or 'random[:SEED]' "
+    "for tests. Default: the model's real ImageNet weights (efficientnet-lite0: offline; "
+    "torchvision models: torchvision's weights API).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Masked images per engine call.")]
+
+
+@dataclass
+class ExplainConfig:
+    inputs: list[Path]
+    out: Path
+    model: str
+    weights: str | None
+    target: str | None
+    method: str
+    theta: float
+    batch_size: int
+    save_npy: bool
+    device: str
+
+
+def run_explain(config: ExplainConfig) -> int:
+    """Explain every input image into ``config.out``; returns the exit code."""
+    from tqdm.auto import tqdm
+
+    from .explainer import Explainer
+    from .images import list_images
+    from .outputs import unique_stems, write_explanation
+
+    paths = list_images(config.inputs)
+    explainer = Explainer(config.model, method=config.method, theta=config.theta,
+                          batch_size=config.batch_size, weights=config.weights, device=config.device,
+                          progress=True)
+    explainer.class_index(config.target)  # refuse a bad --class before any work
+    stems = dict(zip(paths, unique_stems(paths)))
+    failures: list[str] = []
+    with tqdm(total=len(paths), desc="images", unit="img", disable=None) as bar:
+        for path, outcome in explainer.iter_files(paths, config.target):
+            if isinstance(outcome, UnionCamError):
+                failures.append(str(outcome))
+                tqdm.write(f"error: {outcome}", file=sys.stderr)
+            else:
+                write_explanation(outcome, config.out, stems[path], config.save_npy)
+                note = f" [{outcome.union.branch}]" if outcome.union else ""
+                flag = " (constant map: written as zeros)" if outcome.constant_map else ""
+                tqdm.write(f"{path.name}: {outcome.class_name} ({outcome.probability:.3f}){note}"
+                           f" -> {config.out / stems[path]}.*{flag}")
+            bar.update(1)
+    if failures:
+        typer.echo(f"{len(failures)} of {len(paths)} images failed:", err=True)
+        for line in failures:
+            typer.echo(f"  {line}", err=True)
+        return 1
+    return 0
+
+
+@app.command()
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or directories (not recursive).")],
+    model: ModelOpt = DEFAULT_MODEL,
+    target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name to explain. Default: top-1.")] = None,
+    method: Annotated[str, typer.Option(help="unioncam, gradcam, gradcampp, scorecam, groupcam or layercam.")] = "unioncam",
+    theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile, 0-100.")] = 10.0,
+    batch_size: BatchOpt = 16,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("unioncam-out"),
+    save_npy: Annotated[bool, typer.Option("--save-npy", help="Also write <stem>.cam.npy (float32, input resolution, [0, 1]).")] = False,
+    weights: WeightsOpt = None,
+    device: Annotated[str, typer.Option(help="torch device of the reference backend, e.g. cpu or cuda.")] = "cpu",
+):
+    """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
+    config = ExplainConfig(list(images), out, model, weights, target, method, theta, batch_size, save_npy, device)
+    raise typer.Exit(run_explain(config))
+
+
+@app.command()
+def models():
+    """List the zoo models."""
+    for spec in MODELS.values():
+        where = "offline" if spec.offline else "torchvision download or --weights"
+        typer.echo(f"{spec.name:20s} target {spec.target_layer}; weights: {where}. {spec.summary}")
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, without a traceback."""
+    try:
+        app()
+    except UnionCamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

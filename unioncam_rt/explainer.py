@@ -1,0 +1,273 @@
+"""Explaining images: load, run one method over an engine in batches, collect results.
+
+This is the library function behind ``unioncam-rt explain`` and `unioncam_rt.explain`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import ModelError, UnionCamError
+from .images import LoadedImage, load_image
+from .method import METHODS, MethodContext, MethodOptions, UnionParts, finalize
+from .method.ops import softmax
+from .method.scoring import ScoreCounter
+from .runtime.base import CamEngine
+from .zoo.spec import DEFAULT_MODEL, get_spec, imagenet_classes
+
+Target = int | str | None
+
+
+@dataclass
+class Explanation:
+    """One image's explanation.
+
+    Attributes:
+        image: the image as read (original size, upright RGB).
+        model: zoo model name.
+        method: CAM method name.
+        cam: float32 ``[H, W]`` map in [0, 1] at the model input size.
+        class_index: the explained class.
+        class_name: its name.
+        probability: ``p_c(I)``.
+        top5: ``[(index, name, probability), ...]`` for the plain image.
+        masked_passes: masked forward passes run for this image.
+        constant_map: True if the map was constant (returned as zeros).
+        union: UnionCAM's parts (betas, branch, intermediate maps); ``None`` for other methods.
+        timings: seconds; batch-shared stages are split evenly over the batch.
+    """
+
+    image: LoadedImage
+    model: str
+    method: str
+    cam: np.ndarray
+    class_index: int
+    class_name: str
+    probability: float
+    top5: list[tuple[int, str, float]]
+    masked_passes: int
+    constant_map: bool
+    union: UnionParts | None
+    theta: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.union.branch if self.union else None
+
+    def summary(self) -> dict:
+        """The JSON record written next to the maps."""
+        union = self.union
+        return {
+            "image": str(self.image.path) if self.image.path else None,
+            "model": self.model,
+            "method": self.method,
+            "class_index": self.class_index,
+            "class_name": self.class_name,
+            "probability": self.probability,
+            "top5": [{"class_index": i, "class_name": n, "probability": p} for i, n, p in self.top5],
+            "theta": self.theta if self.method == "unioncam" else None,
+            "beta_denoise": union.beta_denoise if union else None,
+            "beta_region": union.beta_region if union else None,
+            "beta_fused": union.beta_fused if union else None,
+            "branch": union.branch if union else None,
+            "masked_passes": self.masked_passes,
+            "constant_map": self.constant_map,
+            "input_size": list(self.cam.shape),
+            "original_size": [self.image.original_size[1], self.image.original_size[0]],
+            "timings": self.timings,
+        }
+
+
+def resolve_class(target: Target, class_names: Sequence[str]) -> int:
+    """Turn ``--class`` (None, an index, a digit string or a class name) into an index; -1 is top-1."""
+    if target is None:
+        return -1
+    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        target = int(target.strip())
+    if isinstance(target, (int, np.integer)):
+        if target == -1:
+            return -1
+        if not 0 <= target < len(class_names):
+            raise ModelError(f"class index {target} out of range; this model has classes 0..{len(class_names) - 1}")
+        return int(target)
+    lowered = [name.lower() for name in class_names]
+    key = str(target).strip().lower()
+    if key in lowered:
+        return lowered.index(key)
+    close = difflib.get_close_matches(key, lowered, n=3)
+    hint = f"; did you mean: {', '.join(repr(class_names[lowered.index(c)]) for c in close)}" if close else ""
+    raise ModelError(f"unknown class name {target!r}{hint}")
+
+
+class _BarProgress:
+    """`scoring.Progress` over a tqdm bar."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def expect(self, n: int) -> None:
+        self.bar.total = (self.bar.total or 0) + n
+        self.bar.refresh()
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
+
+
+def make_engine(model: str, weights: str | None = None, backend: str = "torch", device: str = "cpu") -> CamEngine:
+    """Build the engine for a zoo model.
+
+    Args:
+        model: zoo name.
+        weights: see `unioncam_rt.zoo.torch_models` (default: the real weights).
+        backend: ``"torch"`` (the reference; the only backend so far).
+        device: torch device for the torch backend (default ``"cpu"``).
+    """
+    get_spec(model)
+    if backend != "torch":
+        raise UnionCamError(f"backend {backend!r} is not available; available: torch")
+    from .runtime.torch_engine import TorchEngine
+    from .zoo.torch_models import build_model
+
+    return TorchEngine(build_model(model, weights), imagenet_classes(), device=device)
+
+
+class Explainer:
+    """Explains images with one method over one engine, in batches.
+
+    Args:
+        model: zoo model name (default ``"efficientnet-lite0"``, which works offline).
+        method: one of `METHODS` (default ``"unioncam"``).
+        theta: UnionCAM's denoising percentile (default 10).
+        batch_size: masked images per engine call (default 16).
+        images_per_step: images whose masks share engine calls (default 4).
+        weights: model weights (default: the real ones).
+        backend: engine backend (default ``"torch"``).
+        device: torch device (default ``"cpu"``).
+        engine: an already-built `CamEngine` (then model/weights/backend are not used).
+        progress: show tqdm bars for masked scoring (default False).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        method: str = "unioncam",
+        theta: float = 10.0,
+        batch_size: int = 16,
+        images_per_step: int = 4,
+        weights: str | None = None,
+        backend: str = "torch",
+        device: str = "cpu",
+        engine: CamEngine | None = None,
+        progress: bool = False,
+    ):
+        if method not in METHODS:
+            raise UnionCamError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+        if not 0 <= theta <= 100:
+            raise UnionCamError(f"theta {theta} must be a percentile in [0, 100]")
+        if batch_size < 1 or images_per_step < 1:
+            raise UnionCamError("batch size and images per step must be at least 1")
+        self.method = method
+        self.options = MethodOptions(theta=theta, batch_size=batch_size)
+        self.images_per_step = images_per_step
+        self.engine = engine or make_engine(model, weights, backend, device)
+        self.progress = progress
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    def class_index(self, target: Target) -> int:
+        return resolve_class(target, self.engine.class_names)
+
+    def explain_loaded(self, images: Sequence[LoadedImage], targets: Sequence[int]) -> list[Explanation]:
+        """Explain already-loaded images (one step: their masks share engine calls)."""
+        batch = np.stack([image.array for image in images])
+        started = time.perf_counter()
+        feats = self.engine.features(batch, np.asarray(targets, dtype=np.int64))
+        features_s = time.perf_counter() - started
+        counter = ScoreCounter.for_batch(len(images))
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=0, desc="masked passes", unit="pass", leave=False, disable=None)
+        try:
+            ctx = MethodContext(self.engine, batch, feats, self.options, counter, _BarProgress(bar) if bar else None)
+            started = time.perf_counter()
+            saliency = METHODS[self.method](ctx)
+            cams, constant = finalize(saliency.maps, self.engine.input_size)
+            method_s = time.perf_counter() - started
+        finally:
+            if bar is not None:
+                bar.close()
+        probs = softmax(feats.logits.astype(np.float64))
+        names = self.engine.class_names
+        out = []
+        for i, image in enumerate(images):
+            c = int(feats.class_index[i])
+            top = np.argsort(-probs[i])[:5]
+            out.append(Explanation(
+                image=image, model=self.model_name, method=self.method, cam=cams[i], class_index=c,
+                class_name=names[c], probability=float(probs[i, c]),
+                top5=[(int(k), names[k], float(probs[i, k])) for k in top],
+                masked_passes=int(counter.per_image[i]), constant_map=bool(constant[i]),
+                union=saliency.union[i] if saliency.union else None, theta=self.options.theta,
+                timings={"features_s": features_s / len(images), "method_s": method_s / len(images)},
+            ))
+        return out
+
+    def iter_files(self, paths: Iterable[str | Path], target: Target = None) -> Iterator[tuple[Path, Explanation | UnionCamError]]:
+        """Explain files ``images_per_step`` at a time; a bad file yields its error, the rest go on."""
+        c = self.class_index(target)
+        pending: list[tuple[Path, LoadedImage, float]] = []
+
+        def flush():
+            results = self.explain_loaded([item for _, item, _ in pending], [c] * len(pending))
+            for (path, _, load_s), result in zip(pending, results):
+                result.timings = {"load_s": load_s, **result.timings,
+                                  "total_s": load_s + sum(result.timings.values())}
+                yield path, result
+            pending.clear()
+
+        for path in paths:
+            path = Path(path)
+            started = time.perf_counter()
+            try:
+                loaded = load_image(path, self.engine.input_size)
+            except UnionCamError as exc:
+                yield path, exc
+                continue
+            pending.append((path, loaded, time.perf_counter() - started))
+            if len(pending) >= self.images_per_step:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def explain(self, image, target: Target = None) -> Explanation:
+        """Explain one image (path, PIL image or HxWx3 uint8 array)."""
+        loaded = load_image(image, self.engine.input_size)
+        return self.explain_loaded([loaded], [self.class_index(target)])[0]
+
+
+def explain(image, model: str = DEFAULT_MODEL, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:
+    """Explain one image in one call.
+
+    Args:
+        image: a path, a PIL image or an HxWx3 uint8 RGB array.
+        model: zoo model name (default ``"efficientnet-lite0"``).
+        target: class index or name to explain (default: the top-1 prediction).
+        method: CAM method (default ``"unioncam"``).
+        **kwargs: passed to `Explainer` (``theta``, ``batch_size``, ``weights``, ``device``...).
+
+    Returns:
+        An `Explanation` with ``cam``, ``class_index``, ``union`` (betas, branch) and more.
+    """
+    return Explainer(model, method=method, **kwargs).explain(image, target)

@@ -1,0 +1,207 @@
+"""The CAM methods, each a function of an engine, a batch of images and their feature
+pass. They return feature-resolution saliency maps; `finalize` upsamples and normalises.
+
+Every method here is batched over images with one target class per image, and every
+masked forward pass goes through `scoring.score_masks` (chunked by ``batch_size``; the
+masked images are never all built at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..runtime.base import CamEngine, FeatureBatch
+from . import gradient
+from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear
+from .scoring import MaskBatch, Progress, ScoreCounter, score_masks
+from .union import FUSED, REGION, choose_fused, fuse
+
+
+@dataclass
+class MethodOptions:
+    """Knobs of the methods.
+
+    Attributes:
+        theta: UnionCAM denoising percentile (default 10).
+        batch_size: masked images per engine call (default 16).
+        groups: Group-CAM channel groups (default 32).
+        group_percentile: Group-CAM keeps group-map values above this percentile (default 70).
+    """
+
+    theta: float = 10.0
+    batch_size: int = 16
+    groups: int = 32
+    group_percentile: float = 70.0
+
+
+@dataclass
+class UnionParts:
+    """UnionCAM's intermediate results for one image (maps at feature resolution)."""
+
+    denoise_map: np.ndarray
+    region_map: np.ndarray
+    fused_map: np.ndarray
+    beta_denoise: float
+    beta_region: float
+    beta_fused: float
+    branch: str
+
+
+@dataclass
+class SaliencyBatch:
+    """A method's output for a batch: ``maps`` ``[B, h, w]`` and, for UnionCAM, its parts."""
+
+    maps: np.ndarray
+    union: list[UnionParts] = field(default_factory=list)
+
+
+@dataclass
+class MethodContext:
+    """Everything a method may use."""
+
+    engine: CamEngine
+    images: np.ndarray
+    features: FeatureBatch
+    options: MethodOptions
+    counter: ScoreCounter
+    progress: Progress | None = None
+
+    def score(self, batch: MaskBatch) -> np.ndarray:
+        return score_masks(
+            self.engine, self.images, batch, self.options.batch_size, self.counter, self.progress
+        )
+
+
+def map_scores(ctx: MethodContext, maps: np.ndarray) -> np.ndarray:
+    """``score(L) = p_c(I * up(minmax(L))) - p_c(I_b)``.
+
+    ``maps`` is ``[R * B, h, w]``: R maps per image, stacked image-batch after image-batch
+    (so several maps of every image are scored in one batch). Returns ``[R * B]``.
+    """
+    image_index = np.arange(len(maps)) % len(ctx.images)
+    classes = ctx.features.class_index[image_index]
+    probs = ctx.score(MaskBatch(minmax(maps), image_index, classes))
+    return probs - ctx.engine.black_probs()[classes]
+
+
+def region_map(ctx: MethodContext) -> np.ndarray:
+    """Score-CAM region map ``ReLU(sum_k s_k A_k)``, ``s_k = p_c(I * up(minmax(A_k)))``.
+
+    **[choice]** masks are min-max normalised at feature resolution, then upsampled inside
+    the engine. Constant channels get ``s_k = 0`` and no forward pass.
+    """
+    acts = ctx.features.activations
+    live_b, live_k = np.nonzero(~is_constant(acts))
+    masks = minmax(acts[live_b, live_k].astype(np.float32))
+    probs = ctx.score(MaskBatch(masks, live_b, ctx.features.class_index[live_b]))
+    weights = np.zeros(acts.shape[:2], dtype=np.float64)
+    weights[live_b, live_k] = probs
+    return relu(np.einsum("bk,bkhw->bhw", weights, acts.astype(np.float64)))
+
+
+def _gradient_method(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def run(ctx: MethodContext) -> SaliencyBatch:
+        return SaliencyBatch(fn(ctx.features.activations, ctx.features.gradients))
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def scorecam(ctx: MethodContext) -> SaliencyBatch:
+    """Score-CAM (Wang et al. 2020): UnionCAM's region map on its own."""
+    return SaliencyBatch(region_map(ctx))
+
+
+def _channel_groups(channels: int, groups: int) -> list[slice]:
+    """``torch.chunk`` semantics: groups of ``ceil(K / G)`` channels (the last may be short)."""
+    size = -(-channels // groups)
+    return [slice(start, min(start + size, channels)) for start in range(0, channels, size)]
+
+
+def groupcam(ctx: MethodContext) -> SaliencyBatch:
+    """Group-CAM (Zhang et al. 2021).
+
+    Channels weighted by mean gradient are summed in ``groups`` groups; each group map
+    ``S_g = ReLU(sum)`` keeps values above its ``group_percentile``; its mask
+    ``M_g = minmax(up(S_g))`` blends the image with a blurred copy (Gaussian, kernel 51,
+    sigma 50), ``I * M + blur(I) * (1 - M)``; score ``ReLU(p_c(blend) - p_c(blur(I)))``;
+    map ``ReLU(sum_g score_g S_g)``. Blending is done in pixel space (the official code
+    blends normalised tensors; the two differ only by the blur of the mean colour).
+    """
+    feats, opts = ctx.features, ctx.options
+    acts = feats.activations.astype(np.float64)
+    weighted = gradient.gradcam_weights(feats.gradients)[:, :, None, None] * acts
+    groups = np.stack([relu(weighted[:, g].sum(axis=1)) for g in _channel_groups(acts.shape[1], opts.groups)], 1)
+    bsz, n_groups = groups.shape[:2]
+    threshold = np.percentile(groups.reshape(bsz, n_groups, -1), opts.group_percentile, axis=-1)
+    groups = np.where(groups > threshold[:, :, None, None], groups, 0.0)
+
+    blurred = gaussian_blur(ctx.images)
+    rows = np.arange(bsz)
+    base = ctx.engine.probs(blurred)[rows, feats.class_index]
+    ctx.counter.per_image += 1
+
+    live_b, live_g = np.nonzero(~is_constant(groups))
+    scores = np.zeros((bsz, n_groups), dtype=np.float64)
+    size = ctx.images.shape[-2:]
+    if ctx.progress is not None:
+        ctx.progress.expect(len(live_b))
+    for start in range(0, len(live_b), opts.batch_size):
+        b, g = live_b[start : start + opts.batch_size], live_g[start : start + opts.batch_size]
+        masks = minmax(resize_bilinear(groups[b, g], size))[:, None].astype(np.float32)
+        blend = ctx.images[b] * masks + blurred[b] * (1 - masks)
+        probs = ctx.engine.probs(np.ascontiguousarray(blend, dtype=np.float32))
+        scores[b, g] = relu(probs[np.arange(len(b)), feats.class_index[b]] - base[b])
+        np.add.at(ctx.counter.per_image, b, 1)
+        if ctx.progress is not None:
+            ctx.progress.advance(len(b))
+    return SaliencyBatch(relu(np.einsum("bg,bghw->bhw", scores, groups)))
+
+
+def unioncam(ctx: MethodContext) -> SaliencyBatch:
+    """UnionCAM (Hu et al. 2024): denoise, region, weighted union, selection.
+
+    ``L_denoise`` from `gradient.denoised_map`; ``L_region`` from `region_map`;
+    ``beta_* = score(L_*)`` (the two scored in one batch); ``L_fused =
+    minmax(b_d minmax(L_denoise) + b_r minmax(L_region))``; the result is ``L_fused`` if
+    ``score(L_fused) > beta_region`` else ``L_region``.
+    """
+    feats = ctx.features
+    denoise = gradient.denoised_map(feats.activations, feats.gradients, ctx.options.theta)
+    region = region_map(ctx)
+    bsz = len(denoise)
+    betas = map_scores(ctx, np.concatenate([denoise, region]))
+    beta_d, beta_r = betas[:bsz], betas[bsz:]
+    fused = fuse(denoise, region, beta_d, beta_r)
+    beta_f = map_scores(ctx, fused)
+    wins = choose_fused(beta_f, beta_r)
+    parts = [
+        UnionParts(denoise[i], region[i], fused[i], float(beta_d[i]), float(beta_r[i]), float(beta_f[i]),
+                   FUSED if wins[i] else REGION)
+        for i in range(bsz)
+    ]
+    return SaliencyBatch(np.where(wins[:, None, None], fused, region), parts)
+
+
+METHODS: dict[str, Callable[[MethodContext], SaliencyBatch]] = {
+    "unioncam": unioncam,
+    "gradcam": _gradient_method(gradient.gradcam),
+    "gradcampp": _gradient_method(gradient.gradcampp),
+    "layercam": _gradient_method(gradient.layercam),
+    "scorecam": scorecam,
+    "groupcam": groupcam,
+}
+
+
+def finalize(maps: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Upsample feature maps to the input size and min-max normalise once.
+
+    Returns:
+        float32 ``[B, H, W]`` maps in [0, 1] and a bool ``[B]`` flag for constant maps
+        (returned as zeros, never NaN).
+    """
+    up = resize_bilinear(maps.astype(np.float64), input_size)
+    return minmax(up).astype(np.float32), is_constant(up)

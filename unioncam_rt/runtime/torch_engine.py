@@ -1,0 +1,69 @@
+"""The torch reference engine: autograd gradients, the oracle every exported graph and
+runtime backend is checked against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import require
+from .base import FeatureBatch
+
+torch = require("torch", "export")
+F = torch.nn.functional
+
+
+class TorchEngine:
+    """`CamEngine` over a `CamModel` in torch (CPU or CUDA).
+
+    Args:
+        model: a `unioncam_rt.zoo.torch_models.CamModel` (or any module with ``normalize``,
+            ``trunk``, ``head`` and a ``spec``).
+        class_names: names for the model's classes.
+        device: torch device string (default ``"cpu"``).
+    """
+
+    def __init__(self, model, class_names, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.model_name = model.spec.name
+        self.input_size = tuple(model.spec.input_size)
+        self.class_names = list(class_names)
+        self._black: np.ndarray | None = None
+
+    def _tensor(self, array: np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def features(self, images: np.ndarray, class_index: np.ndarray) -> FeatureBatch:
+        x = self._tensor(images.astype(np.float32))
+        with torch.enable_grad():
+            acts = self.model.activations(x).detach().requires_grad_(True)
+            logits = self.model.head(acts)
+            wanted = self._tensor(np.asarray(class_index, dtype=np.int64))
+            resolved = torch.where(wanted < 0, logits.argmax(dim=1), wanted)
+            selected = logits.gather(1, resolved[:, None]).sum()
+            (grads,) = torch.autograd.grad(selected, acts)
+        return FeatureBatch(
+            logits=logits.detach().cpu().numpy(),
+            activations=acts.detach().cpu().numpy(),
+            gradients=grads.cpu().numpy(),
+            class_index=resolved.cpu().numpy().astype(np.int64),
+        )
+
+    @torch.inference_mode()
+    def masked_probs(self, images, masks, image_index, class_index) -> np.ndarray:
+        x = self._tensor(images.astype(np.float32))
+        up = F.interpolate(self._tensor(masks.astype(np.float32)), size=self.input_size,
+                           mode="bilinear", align_corners=False)
+        probs = F.softmax(self.model(x[self._tensor(image_index.astype(np.int64))] * up), dim=1)
+        picked = probs.gather(1, self._tensor(class_index.astype(np.int64))[:, None])[:, 0]
+        return picked.cpu().numpy()
+
+    @torch.inference_mode()
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        return F.softmax(self.model(self._tensor(images.astype(np.float32))), dim=1).cpu().numpy()
+
+    def black_probs(self) -> np.ndarray:
+        if self._black is None:
+            black = np.zeros((1, 3, *self.input_size), dtype=np.float32)
+            self._black = self.probs(black)[0].astype(np.float64)
+        return self._black
