@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +22,16 @@ WeightsOpt = Annotated[Optional[str], typer.Option(
     "for tests. Default: the model's real ImageNet weights (efficientnet-lite0: offline; "
     "torchvision models: torchvision's weights API).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Masked images per engine call.")]
+
+
+@contextmanager
+def user_errors():
+    """Turn a `UnionCamError` into one line on stderr and exit code 2 (no traceback)."""
+    try:
+        yield
+    except UnionCamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @dataclass
@@ -87,7 +98,9 @@ def explain(
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
     config = ExplainConfig(list(images), out, model, weights, target, method, theta, batch_size, save_npy, device)
-    raise typer.Exit(run_explain(config))
+    with user_errors():
+        code = run_explain(config)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -99,9 +112,5 @@ def models():
 
 
 def main() -> None:
-    """Console entry point: user errors print one line and exit 2, without a traceback."""
-    try:
-        app()
-    except UnionCamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Console entry point."""
+    app()

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny seeded conv nets wrapped like zoo models, seeded images, real photos."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample-dev"
+
+
+def tiny_model(seed: int = 0, dead_channels: int = 3, classes: int = 10, head: str = "vgg"):
+    """A CamModel: conv-relu-pool-conv-relu trunk (16 x 16 x 16 at 32 x 32) and a head:
+    ``"vgg"`` (max-pool, adaptive avg-pool, MLP with ReLU and dropout) or ``"dense"``
+    (flatten, MLP: gradients vary at every position, so the denoising threshold bites).
+
+    ``dead_channels`` of the 16 target channels get a large negative bias, so they are
+    constant (all zero after ReLU) for every input, like dead channels in real nets.
+    """
+    import torch
+    from torch import nn
+
+    from unioncam_rt.zoo.spec import ModelSpec
+    from unioncam_rt.zoo.torch_models import CamModel
+
+    torch.manual_seed(seed)
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+    )
+    with torch.no_grad():
+        trunk[3].bias[:dead_channels] = -1e3
+    if head == "vgg":
+        layers = [nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2), nn.Flatten(1), nn.Linear(64, 32)]
+    else:
+        layers = [nn.Flatten(1), nn.Linear(16 * 16 * 16, 32)]
+    head = nn.Sequential(*layers, nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, classes))
+    spec = ModelSpec("tiny", "trunk.4", (32, 32), (0.5, 0.4, 0.3), (0.25, 0.2, 0.3), True, "test net")
+    return CamModel(spec, trunk, head, weights_sha256="tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine():
+    from unioncam_rt.runtime.torch_engine import TorchEngine
+
+    return TorchEngine(tiny_model(), [f"class{i}" for i in range(10)])
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_engine():
+    from unioncam_rt.runtime.torch_engine import TorchEngine
+
+    return TorchEngine(tiny_model(seed=1, head="dense"), [f"class{i}" for i in range(10)])
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    """Four seeded smooth-ish images, float32 [4, 3, 32, 32] in [0, 1]."""
+    rng = np.random.default_rng(0)
+    base = rng.random((4, 3, 8, 8))
+    from unioncam_rt.method.ops import resize_bilinear
+
+    return np.clip(resize_bilinear(base, (32, 32)) + 0.1 * rng.random((4, 3, 32, 32)), 0, 1).astype(np.float32)
+
+
+def dev_rows(limit: int | None = None) -> list[dict]:
+    """Rows of the development set's labels.csv, or skip the test where it is absent."""
+    labels = DEV_IMAGES / "labels.csv"
+    if not labels.is_file():
+        pytest.skip(f"development images not found at {DEV_IMAGES}")
+    with labels.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows[:limit] if limit else rows

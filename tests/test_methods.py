@@ -1,0 +1,120 @@
+"""Every method over the torch reference engine on a tiny seeded net."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from unioncam_rt.method import METHODS, MethodContext, MethodOptions, finalize  # noqa: E402
+from unioncam_rt.method.cams import region_map  # noqa: E402
+from unioncam_rt.method.scoring import MaskBatch, ScoreCounter, score_masks  # noqa: E402
+
+from .independent import unioncam_one  # noqa: E402
+
+
+def run(engine, images, method, classes=None, **options):
+    classes = np.full(len(images), -1) if classes is None else np.asarray(classes)
+    feats = engine.features(images, classes)
+    ctx = MethodContext(engine, images, feats, MethodOptions(**options), ScoreCounter.for_batch(len(images)))
+    out = METHODS[method](ctx)
+    cams, constant = finalize(out.maps, engine.input_size)
+    return out, cams, constant, ctx
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_shape_range_and_no_nan(tiny_engine, tiny_images, method):
+    _, cams, constant, _ = run(tiny_engine, tiny_images, method, batch_size=7)
+    assert cams.shape == (4, 32, 32) and cams.dtype == np.float32
+    assert not np.isnan(cams).any()
+    assert cams.min() >= 0 and cams.max() <= 1
+    for cam, flat in zip(cams, constant):
+        assert flat or (cam.min() == 0 and cam.max() == pytest.approx(1))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_constant_image_gives_no_nan(tiny_engine, method):
+    images = np.full((2, 3, 32, 32), 0.5, dtype=np.float32)
+    _, cams, constant, _ = run(tiny_engine, images, method)
+    assert not np.isnan(cams).any()
+    assert ((cams == 0).all(axis=(1, 2)) == constant).all()
+
+
+@pytest.mark.parametrize("theta", [10, 70])
+@pytest.mark.parametrize("engine_name", ["tiny_engine", "tiny_dense_engine"])
+def test_unioncam_matches_independent_implementation(request, engine_name, tiny_images, theta):
+    engine = request.getfixturevalue(engine_name)
+    targets = [None, 3, None, 7]
+    classes = [-1 if t is None else t for t in targets]
+    out, cams, _, ctx = run(engine, tiny_images, "unioncam", classes=classes, theta=theta, batch_size=5)
+    for i in range(len(tiny_images)):
+        ref = unioncam_one(engine.model, torch.from_numpy(tiny_images[i]), theta, targets[i])
+        parts = out.union[i]
+        assert ctx.features.class_index[i] == ref["class_index"]
+        assert parts.branch == ref["branch"]
+        for name in ("beta_denoise", "beta_region", "beta_fused"):
+            assert getattr(parts, name) == pytest.approx(ref[name], abs=1e-5)
+        np.testing.assert_allclose(parts.denoise_map, ref["denoise_map"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(parts.region_map, ref["region_map"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(cams[i], ref["cam"], atol=1e-4)
+
+
+def test_masked_passes_count_non_constant_channels_plus_three(tiny_engine, tiny_images):
+    _, _, _, ctx = run(tiny_engine, tiny_images, "unioncam")
+    acts = ctx.features.activations
+    live = (acts.max(axis=(2, 3)) != acts.min(axis=(2, 3))).sum(1)
+    assert (live <= 13).all()  # three dead channels in the tiny net
+    assert (ctx.counter.per_image <= live + 3).all()
+    assert (ctx.counter.per_image >= live).all()
+
+
+def test_skipping_constant_channels_changes_nothing(tiny_engine, tiny_images):
+    """Scoring every channel (a constant one as an all-zero mask) gives the same region map."""
+    feats = tiny_engine.features(tiny_images, np.full(4, -1))
+    ctx = MethodContext(tiny_engine, tiny_images, feats, MethodOptions(), ScoreCounter.for_batch(4))
+    skipped = region_map(ctx)
+    acts = feats.activations.astype(np.float64)
+    full = np.zeros_like(skipped)
+    for b in range(4):
+        for k in range(acts.shape[1]):
+            a = acts[b, k]
+            mask = np.zeros_like(a) if a.max() == a.min() else (a - a.min()) / (a.max() - a.min())
+            p = tiny_engine.masked_probs(tiny_images[b:b + 1], mask[None, None].astype(np.float32),
+                                         np.array([0]), feats.class_index[b:b + 1])[0]
+            full[b] += p * a
+    np.testing.assert_allclose(skipped, np.maximum(full, 0), rtol=1e-5, atol=1e-8)
+
+
+def test_identical_and_zero_masks_cost_no_pass(tiny_engine, tiny_images):
+    rng = np.random.default_rng(5)
+    mask = rng.random((16, 16)).astype(np.float32)
+    batch = MaskBatch(np.stack([mask, mask, np.zeros_like(mask), mask]), np.array([0, 0, 1, 1]), np.array([2, 2, 2, 2]))
+    counter = ScoreCounter.for_batch(2)
+    probs = score_masks(tiny_engine, tiny_images[:2], batch, batch_size=2, counter=counter)
+    assert counter.per_image.tolist() == [1, 1]
+    assert probs[0] == probs[1]
+    assert probs[2] == pytest.approx(tiny_engine.black_probs()[2])
+    direct = tiny_engine.masked_probs(tiny_images[:2], batch.masks[:, None], batch.image_index, batch.class_index)
+    np.testing.assert_allclose(probs, direct, rtol=1e-5)
+
+
+def test_chunking_does_not_change_results(tiny_engine, tiny_images):
+    a = run(tiny_engine, tiny_images, "unioncam", batch_size=1)[1]
+    b = run(tiny_engine, tiny_images, "unioncam", batch_size=1000)[1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_batched_images_match_one_at_a_time(tiny_engine, tiny_images):
+    together = run(tiny_engine, tiny_images, "unioncam")[1]
+    alone = np.concatenate([run(tiny_engine, tiny_images[i:i + 1], "unioncam")[1] for i in range(4)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_engine_masked_probs_match_plain_forward(tiny_engine, tiny_images):
+    from unioncam_rt.method.ops import resize_bilinear
+
+    masks = np.random.default_rng(6).random((3, 1, 16, 16)).astype(np.float32)
+    idx, cls = np.array([2, 0, 2]), np.array([1, 4, 9])
+    got = tiny_engine.masked_probs(tiny_images, masks, idx, cls)
+    masked = tiny_images[idx] * resize_bilinear(masks, (32, 32)).astype(np.float32)
+    want = tiny_engine.probs(masked)[np.arange(3), cls]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
