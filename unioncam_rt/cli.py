@@ -104,6 +104,26 @@ def explain(
 
 
 @app.command()
+def export(
+    model: ModelOpt = "vgg16",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write (replaced if it holds an earlier export).")] = Path("engines/vgg16"),
+    weights: WeightsOpt = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch of the TensorRT profiles.")] = 64,
+    tensorrt: Annotated[bool, typer.Option("--tensorrt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="With --tensorrt: build FP16 engines too.")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch autograd on a sample.")] = True,
+):
+    """Export a model: features.onnx (logits, activations, gradients), scores.onnx, manifest.json."""
+    from .export.pipeline import ExportConfig, export_model
+
+    config = ExportConfig(model, out, weights, opset, max_batch, tensorrt, fp16, check)
+    with user_errors():
+        report = export_model(config, progress=True)
+    typer.echo(report.summary())
+
+
+@app.command()
 def models():
     """List the zoo models."""
     for spec in MODELS.values():

@@ -1,0 +1,60 @@
+"""ONNX Runtime backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UnionCamError
+from .session import Session
+
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(requested: list[str] | None = None) -> list[str]:
+    """Requested providers (each must be available), or every available one of TensorRT,
+    CUDA, CPU in that order."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if p not in available]
+        if unknown:
+            raise UnionCamError(f"ONNX Runtime provider(s) {', '.join(unknown)} requested; available: {', '.join(available)}")
+        return list(requested)
+    return [p for p in DEFAULT_PROVIDERS if p in available] or list(available)
+
+
+class OnnxRuntimeSession(Session):
+    """An ``onnxruntime.InferenceSession`` behind the `Session` protocol.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers (default: see `choose_providers`).
+        threads: intra-op threads (default: ONNX Runtime's choice, the physical cores).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.providers = choose_providers(providers)
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=self.providers)
+        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidGraph types
+            raise UnionCamError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+        super().__init__(path, [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+
+    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+    def close(self) -> None:
+        self.session = None
