@@ -73,3 +73,17 @@ def dev_rows(limit: int | None = None) -> list[dict]:
     with labels.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     return rows[:limit] if limit else rows
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory):
+    """Exports made by `explain` go to a temporary cache, never the user's."""
+    import os
+
+    old = os.environ.get("UNIONCAM_RT_CACHE")
+    os.environ["UNIONCAM_RT_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if old is None:
+        os.environ.pop("UNIONCAM_RT_CACHE", None)
+    else:
+        os.environ["UNIONCAM_RT_CACHE"] = old

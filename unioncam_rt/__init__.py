@@ -12,9 +12,8 @@ from .errors import UnionCamError  # noqa: E402
 def explain(image, model=None, target=None, method="unioncam", **kwargs):
     """Explain one image; see `unioncam_rt.explainer.explain`."""
     from .explainer import explain as _explain
-    from .zoo.spec import DEFAULT_MODEL
 
-    return _explain(image, model or DEFAULT_MODEL, target, method, **kwargs)
+    return _explain(image, model, target, method, **kwargs)
 
 
 def __getattr__(name):

@@ -38,13 +38,17 @@ def user_errors():
 class ExplainConfig:
     inputs: list[Path]
     out: Path
-    model: str
+    model: str | None
     weights: str | None
     target: str | None
     method: str
     theta: float
     batch_size: int
     save_npy: bool
+    backend: str
+    engine_dir: Path | None
+    providers: list[str] | None
+    precision: str
     device: str
 
 
@@ -58,8 +62,9 @@ def run_explain(config: ExplainConfig) -> int:
 
     paths = list_images(config.inputs)
     explainer = Explainer(config.model, method=config.method, theta=config.theta,
-                          batch_size=config.batch_size, weights=config.weights, device=config.device,
-                          progress=True)
+                          batch_size=config.batch_size, weights=config.weights, backend=config.backend,
+                          engine_dir=config.engine_dir, providers=config.providers,
+                          precision=config.precision, device=config.device, progress=True)
     explainer.class_index(config.target)  # refuse a bad --class before any work
     stems = dict(zip(paths, unique_stems(paths)))
     failures: list[str] = []
@@ -86,7 +91,7 @@ def run_explain(config: ExplainConfig) -> int:
 @app.command()
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or directories (not recursive).")],
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Zoo model: {', '.join(MODELS)}. Default: {DEFAULT_MODEL}, or the --engine directory's model.")] = None,
     target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name to explain. Default: top-1.")] = None,
     method: Annotated[str, typer.Option(help="unioncam, gradcam, gradcampp, scorecam, groupcam or layercam.")] = "unioncam",
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile, 0-100.")] = 10.0,
@@ -94,10 +99,16 @@ def explain(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("unioncam-out"),
     save_npy: Annotated[bool, typer.Option("--save-npy", help="Also write <stem>.cam.npy (float32, input resolution, [0, 1]).")] = False,
     weights: WeightsOpt = None,
-    device: Annotated[str, typer.Option(help="torch device of the reference backend, e.g. cpu or cuda.")] = "cpu",
+    engine: Annotated[Optional[Path], typer.Option("--engine", help="Exported engine directory (unioncam-rt export). Default: export the model once into the cache and reuse it.")] = None,
+    backend: Annotated[str, typer.Option(help="onnxruntime (torch-free), tensorrt, or torch (the reference).")] = "onnxruntime",
+    providers: Annotated[Optional[str], typer.Option(help="ONNX Runtime providers, comma-separated, e.g. CPUExecutionProvider. Default: TensorRT, CUDA, CPU as installed.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 (exact); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after unioncam-rt quantize).")] = "fp32",
+    device: Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")] = "cpu",
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
-    config = ExplainConfig(list(images), out, model, weights, target, method, theta, batch_size, save_npy, device)
+    provider_list = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
+    config = ExplainConfig(list(images), out, model, weights, target, method, theta, batch_size, save_npy,
+                           backend, engine, provider_list, precision, device)
     with user_errors():
         code = run_explain(config)
     raise typer.Exit(code)

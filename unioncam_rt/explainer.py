@@ -19,7 +19,8 @@ from .method import METHODS, MethodContext, MethodOptions, UnionParts, finalize
 from .method.ops import softmax
 from .method.scoring import ScoreCounter
 from .runtime.base import CamEngine
-from .zoo.spec import DEFAULT_MODEL, get_spec, imagenet_classes
+from .runtime.factory import EngineOptions, open_engine
+from .zoo.spec import DEFAULT_MODEL, get_spec
 
 Target = int | str | None
 
@@ -120,50 +121,39 @@ class _BarProgress:
         self.bar.update(n)
 
 
-def make_engine(model: str, weights: str | None = None, backend: str = "torch", device: str = "cpu") -> CamEngine:
-    """Build the engine for a zoo model.
-
-    Args:
-        model: zoo name.
-        weights: see `unioncam_rt.zoo.torch_models` (default: the real weights).
-        backend: ``"torch"`` (the reference; the only backend so far).
-        device: torch device for the torch backend (default ``"cpu"``).
-    """
-    get_spec(model)
-    if backend != "torch":
-        raise UnionCamError(f"backend {backend!r} is not available; available: torch")
-    from .runtime.torch_engine import TorchEngine
-    from .zoo.torch_models import build_model
-
-    return TorchEngine(build_model(model, weights), imagenet_classes(), device=device)
-
-
 class Explainer:
     """Explains images with one method over one engine, in batches.
 
     Args:
-        model: zoo model name (default ``"efficientnet-lite0"``, which works offline).
+        model: zoo model name (default ``"efficientnet-lite0"``, which works offline; with
+            ``engine_dir``, default: the directory's model).
         method: one of `METHODS` (default ``"unioncam"``).
         theta: UnionCAM's denoising percentile (default 10).
         batch_size: masked images per engine call (default 16).
         images_per_step: images whose masks share engine calls (default 4).
         weights: model weights (default: the real ones).
-        backend: engine backend (default ``"torch"``).
-        device: torch device (default ``"cpu"``).
-        engine: an already-built `CamEngine` (then model/weights/backend are not used).
-        progress: show tqdm bars for masked scoring (default False).
+        backend: ``"onnxruntime"`` (default), ``"tensorrt"`` or ``"torch"`` (the reference).
+        engine_dir: exported engine directory (default: export once into the cache).
+        providers: ONNX Runtime execution providers (default: the best available).
+        precision: ``"fp32"`` (default), ``"fp16"`` or ``"int8"``; see `EngineOptions`.
+        device: torch device of the torch backend (default ``"cpu"``).
+        engine: an already-built `CamEngine` (then the engine options are not used).
+        progress: show tqdm bars for exporting and masked scoring (default False).
     """
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         *,
         method: str = "unioncam",
         theta: float = 10.0,
         batch_size: int = 16,
         images_per_step: int = 4,
         weights: str | None = None,
-        backend: str = "torch",
+        backend: str = "onnxruntime",
+        engine_dir: str | Path | None = None,
+        providers: list[str] | None = None,
+        precision: str = "fp32",
         device: str = "cpu",
         engine: CamEngine | None = None,
         progress: bool = False,
@@ -177,7 +167,15 @@ class Explainer:
         self.method = method
         self.options = MethodOptions(theta=theta, batch_size=batch_size)
         self.images_per_step = images_per_step
-        self.engine = engine or make_engine(model, weights, backend, device)
+        if engine is None:
+            if model is not None:
+                get_spec(model)
+            if model is None and engine_dir is None:
+                model = DEFAULT_MODEL
+            options = EngineOptions(model, weights, backend, Path(engine_dir) if engine_dir else None,
+                                    providers, precision, device)
+            engine = open_engine(options, progress=progress)
+        self.engine = engine
         self.progress = progress
 
     @property
@@ -257,7 +255,7 @@ class Explainer:
         return self.explain_loaded([loaded], [self.class_index(target)])[0]
 
 
-def explain(image, model: str = DEFAULT_MODEL, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:
+def explain(image, model: str | None = None, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:
     """Explain one image in one call.
 
     Args:
@@ -265,7 +263,7 @@ def explain(image, model: str = DEFAULT_MODEL, target: Target = None, method: st
         model: zoo model name (default ``"efficientnet-lite0"``).
         target: class index or name to explain (default: the top-1 prediction).
         method: CAM method (default ``"unioncam"``).
-        **kwargs: passed to `Explainer` (``theta``, ``batch_size``, ``weights``, ``device``...).
+        **kwargs: passed to `Explainer` (``theta``, ``batch_size``, ``backend``, ``engine_dir``...).
 
     Returns:
         An `Explanation` with ``cam``, ``class_index``, ``union`` (betas, branch) and more.

@@ -14,6 +14,7 @@ from .session import Session
 
 FEATURES_FILE = "features.onnx"
 SCORES_FILE = "scores.onnx"
+SCORES_INT8_FILE = "scores.int8.onnx"
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
@@ -28,8 +29,14 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
     if backend == "onnxruntime":
         from .onnxruntime_session import OnnxRuntimeSession
 
+        scores = SCORES_FILE
+        if precision == "int8":
+            if SCORES_INT8_FILE not in manifest.files:
+                raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
+                                     f"unioncam-rt quantize --engine {directory}")
+            scores = SCORES_INT8_FILE
         return (OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads),
-                OnnxRuntimeSession(directory / SCORES_FILE, providers, threads))
+                OnnxRuntimeSession(directory / scores, providers, threads))
     if backend == "tensorrt":
         from .tensorrt_session import TensorRTSession
 

@@ -20,18 +20,30 @@ class TorchEngine:
             ``trunk``, ``head`` and a ``spec``).
         class_names: names for the model's classes.
         device: torch device string (default ``"cpu"``).
+        precision: ``"fp32"`` (default) or ``"fp16"`` (CUDA only: weights and inputs in half;
+            outputs returned as float32).
     """
 
-    def __init__(self, model, class_names, device: str = "cpu"):
-        self.model = model.eval().to(device)
+    def __init__(self, model, class_names, device: str = "cpu", precision: str = "fp32"):
+        from ..errors import UnionCamError
+
+        if precision not in ("fp32", "fp16"):
+            raise UnionCamError(f"the torch backend runs fp32 or fp16, not {precision}")
         self.device = torch.device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UnionCamError("fp16 with the torch backend needs a CUDA device (--device cuda)")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UnionCamError(f"device {device} requested but torch sees no CUDA GPU")
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = model.eval().to(self.device, self.dtype)
         self.model_name = model.spec.name
         self.input_size = tuple(model.spec.input_size)
         self.class_names = list(class_names)
         self._black: np.ndarray | None = None
 
     def _tensor(self, array: np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
     def features(self, images: np.ndarray, class_index: np.ndarray) -> FeatureBatch:
         x = self._tensor(images.astype(np.float32))
@@ -43,9 +55,9 @@ class TorchEngine:
             selected = logits.gather(1, resolved[:, None]).sum()
             (grads,) = torch.autograd.grad(selected, acts)
         return FeatureBatch(
-            logits=logits.detach().cpu().numpy(),
-            activations=acts.detach().cpu().numpy(),
-            gradients=grads.cpu().numpy(),
+            logits=logits.detach().float().cpu().numpy(),
+            activations=acts.detach().float().cpu().numpy(),
+            gradients=grads.float().cpu().numpy(),
             class_index=resolved.cpu().numpy().astype(np.int64),
         )
 
@@ -54,13 +66,15 @@ class TorchEngine:
         x = self._tensor(images.astype(np.float32))
         up = F.interpolate(self._tensor(masks.astype(np.float32)), size=self.input_size,
                            mode="bilinear", align_corners=False)
-        probs = F.softmax(self.model(x[self._tensor(image_index.astype(np.int64))] * up), dim=1)
+        logits = self.model(x[self._tensor(image_index.astype(np.int64))] * up).float()
+        probs = F.softmax(logits, dim=1)
         picked = probs.gather(1, self._tensor(class_index.astype(np.int64))[:, None])[:, 0]
-        return picked.cpu().numpy()
+        return picked.float().cpu().numpy()
 
     @torch.inference_mode()
     def probs(self, images: np.ndarray) -> np.ndarray:
-        return F.softmax(self.model(self._tensor(images.astype(np.float32))), dim=1).cpu().numpy()
+        logits = self.model(self._tensor(images.astype(np.float32))).float()
+        return F.softmax(logits, dim=1).cpu().numpy()
 
     def black_probs(self) -> np.ndarray:
         if self._black is None:

@@ -1,0 +1,128 @@
+"""The torch-free runtime: engines from an export directory, parity with the reference."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from unioncam_rt.cli import app
+from unioncam_rt.errors import UnionCamError
+
+from .conftest import DEV_IMAGES, dev_rows
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def lite_dir(tmp_path_factory):
+    from unioncam_rt.export.pipeline import ExportConfig, export_model
+
+    out = tmp_path_factory.mktemp("runtime") / "lite0"
+    export_model(ExportConfig("efficientnet-lite0", out))
+    return out
+
+
+def test_runtime_explain_never_imports_torch(lite_dir, tmp_path):
+    image = DEV_IMAGES / "n01440764_tench.JPEG"
+    if not image.is_file():
+        image = tmp_path / "grey.png"
+        from PIL import Image
+
+        Image.new("RGB", (64, 48), (120, 130, 140)).save(image)
+    script = textwrap.dedent(f"""
+        import sys, importlib.abc
+
+        class NoTorch(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith(("torch.", "torchvision")):
+                    raise ImportError("torch is blocked in this test")
+
+        sys.meta_path.insert(0, NoTorch())
+        import unioncam_rt.runtime, unioncam_rt.method
+        from unioncam_rt.cli import app
+        try:
+            app(["explain", {str(image)!r}, "--engine", {str(lite_dir)!r}, "--out", {str(tmp_path / "out")!r},
+                 "--save-npy", "--batch-size", "64"])
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+        print("TORCH-FREE OK")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert "TORCH-FREE OK" in result.stdout, result.stdout + result.stderr
+    record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert record["branch"] in ("fused", "region") and record["masked_passes"] > 0
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_torch_reference_on_real_photos(lite_dir):
+    from unioncam_rt.explainer import Explainer
+
+    rows = dev_rows()[20:22]
+    paths = [DEV_IMAGES / r["file"] for r in rows]
+    fast = Explainer(engine_dir=lite_dir, batch_size=64)
+    reference = Explainer("efficientnet-lite0", backend="torch", batch_size=16)
+    for (_, got), (_, want) in zip(fast.iter_files(paths), reference.iter_files(paths)):
+        assert got.class_index == want.class_index
+        assert got.branch == want.branch
+        assert np.corrcoef(got.cam.ravel(), want.cam.ravel())[0, 1] >= 0.999
+        assert np.abs(got.cam - want.cam).max() <= 1e-3
+        assert abs(got.union.beta_fused - want.union.beta_fused) <= 1e-4
+
+
+def test_many_images_share_engine_calls_and_match_one_by_one(lite_dir):
+    from unioncam_rt.explainer import Explainer
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
+    explainer = Explainer(engine_dir=lite_dir, batch_size=128, images_per_step=3, method="unioncam")
+    from unioncam_rt.images import load_image
+
+    loaded = [load_image(im, (224, 224)) for im in images]
+    calls_before = explainer.engine.scores_session.calls
+    together = explainer.explain_loaded(loaded, [-1, -1, -1])
+    calls_together = explainer.engine.scores_session.calls - calls_before
+    alone = [explainer.explain_loaded([im], [-1])[0] for im in loaded]
+    calls_alone = explainer.engine.scores_session.calls - calls_before - calls_together
+    assert calls_together < calls_alone
+    for a, b in zip(together, alone):
+        assert a.branch == b.branch and a.masked_passes == b.masked_passes
+        np.testing.assert_allclose(a.cam, b.cam, atol=1e-4)
+
+
+def test_engine_dir_errors_are_one_line(lite_dir, tmp_path):
+    import shutil
+
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    runner = CliRunner()
+    result = runner.invoke(app, ["explain", str(image), "--engine", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["explain", str(image), "--engine", str(lite_dir), "--model", "vgg16", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not 'vgg16'" in result.output
+    stale = tmp_path / "stale"
+    shutil.copytree(lite_dir, stale)
+    data = json.loads((stale / "manifest.json").read_text())
+    data["files"]["features.onnx"] = "0" * 64
+    (stale / "manifest.json").write_text(json.dumps(data))
+    result = runner.invoke(app, ["explain", str(image), "--engine", str(stale), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "sha256 differs" in result.output
+    assert not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["explain", str(image), "--engine", str(lite_dir), "--precision", "int8", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no INT8 scoring graph" in result.output
+
+
+def test_providers_are_checked(lite_dir):
+    from unioncam_rt.runtime.exported import ExportedEngine
+
+    with pytest.raises(UnionCamError, match="provider\\(s\\) NoSuchExecutionProvider requested; available: .*CPUExecutionProvider"):
+        ExportedEngine(lite_dir, providers=["NoSuchExecutionProvider"])
+    engine = ExportedEngine(lite_dir, providers=["CPUExecutionProvider"])
+    with pytest.raises(UnionCamError, match="images must be"):
+        engine.features(np.zeros((1, 3, 100, 100), np.float32), np.array([0]))
