@@ -135,6 +135,55 @@ def export(
 
 
 @app.command()
+def quantize(
+    engine: Annotated[Path, typer.Option("--engine", help="Exported engine directory to add scores.int8.onnx to.")],
+    calibration: Annotated[list[Path], typer.Argument(help="Calibration photos (files or directories).")],
+    limit: Annotated[int, typer.Option(min=1, help="Use at most this many calibration images.")] = 32,
+):
+    """Static INT8 (QDQ) scoring graph for the CPU fast mode (explain --precision int8)."""
+    from .export.quantize import quantize_scores
+
+    with user_errors():
+        report = quantize_scores(engine, list(calibration), limit)
+    typer.echo(report.summary())
+
+
+@app.command()
+def evaluate(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (or use --labels).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV with file and class_index columns, e.g. ../shared/data/imagenet-sample-dev/labels.csv.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Zoo model. Default: {DEFAULT_MODEL}, or the --engine directory's model.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: unioncam, gradcam, gradcampp, scorecam, groupcam, layercam.")] = "unioncam,gradcam,gradcampp,scorecam,groupcam,layercam",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate at most this many images.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; an interrupted run there is resumed.")] = Path("unioncam-eval"),
+    save_maps: Annotated[bool, typer.Option("--save-maps", help="Keep every map as maps/<method>/<stem>.npy.")] = False,
+    gallery: Annotated[int, typer.Option(min=0, help="Images in the HTML gallery.")] = 8,
+    batch_size: BatchOpt = 32,
+    theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile.")] = 10.0,
+    weights: WeightsOpt = None,
+    engine: Annotated[Optional[Path], typer.Option("--engine", help="Exported engine directory (default: the export cache).")] = None,
+    backend: Annotated[str, typer.Option(help="onnxruntime, tensorrt or torch.")] = "onnxruntime",
+):
+    """Score methods with Average Drop/Increase and Insertion/Deletion; writes results, tables, plots, report."""
+    from .evaluate import EvaluateConfig, evaluate as run
+    from .runtime.factory import EngineOptions
+
+    if model is None and engine is None:
+        model = DEFAULT_MODEL
+    config = EvaluateConfig(list(images or []), labels, [m.strip() for m in methods.split(",") if m.strip()],
+                            limit, out, save_maps, gallery, batch_size, theta,
+                            EngineOptions(model, weights, backend, engine))
+    with user_errors():
+        if not images and labels is None:
+            raise UnionCamError("give images or folders, or --labels CSV")
+        aggregate = run(config)
+    from .evaluate import markdown_table
+
+    typer.echo(markdown_table(aggregate))
+    typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")
+
+
+@app.command()
 def models():
     """List the zoo models."""
     for spec in MODELS.values():

@@ -29,12 +29,17 @@ class MethodOptions:
         batch_size: masked images per engine call (default 16).
         groups: Group-CAM channel groups (default 32).
         group_percentile: Group-CAM keeps group-map values above this percentile (default 70).
+        alpha: UnionCAM denoising weights, ``"pixel-average"`` (default) or ``"gradient-sum"``.
+        weighting: UnionCAM fusion, ``"beta"`` (default, the method) or ``"sum"`` (plain sum of
+            the two normalised maps; an ablation).
     """
 
     theta: float = 10.0
     batch_size: int = 16
     groups: int = 32
     group_percentile: float = 70.0
+    alpha: str = "pixel-average"
+    weighting: str = "beta"
 
 
 @dataclass
@@ -170,12 +175,19 @@ def unioncam(ctx: MethodContext) -> SaliencyBatch:
     ``score(L_fused) > beta_region`` else ``L_region``.
     """
     feats = ctx.features
-    denoise = gradient.denoised_map(feats.activations, feats.gradients, ctx.options.theta)
-    region = region_map(ctx)
+    denoise = gradient.denoised_map(feats.activations, feats.gradients, ctx.options.theta, ctx.options.alpha)
+    return union_of(ctx, denoise, region_map(ctx))
+
+
+def union_of(ctx: MethodContext, denoise: np.ndarray, region: np.ndarray) -> SaliencyBatch:
+    """UnionCAM's scoring, fusion and selection given its two maps (``[B, h, w]`` each)."""
     bsz = len(denoise)
     betas = map_scores(ctx, np.concatenate([denoise, region]))
     beta_d, beta_r = betas[:bsz], betas[bsz:]
-    fused = fuse(denoise, region, beta_d, beta_r)
+    if ctx.options.weighting == "sum":
+        fused = fuse(denoise, region, np.ones(bsz), np.ones(bsz))
+    else:
+        fused = fuse(denoise, region, beta_d, beta_r)
     beta_f = map_scores(ctx, fused)
     wins = choose_fused(beta_f, beta_r)
     parts = [

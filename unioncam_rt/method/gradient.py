@@ -51,17 +51,33 @@ def denoise_threshold(gradients: np.ndarray, theta: float) -> np.ndarray:
     return np.percentile(gradients.reshape(b, k, -1).astype(np.float64), theta, axis=-1)
 
 
-def denoised_map(activations: np.ndarray, gradients: np.ndarray, theta: float = 10.0) -> np.ndarray:
+ALPHA_VARIANTS = ("pixel-average", "gradient-sum")
+
+
+def denoised_map(activations: np.ndarray, gradients: np.ndarray, theta: float = 10.0,
+                 alpha: str = "pixel-average") -> np.ndarray:
     """UnionCAM's Activation Map Denoising, ``L_denoise``.
 
-    ``W'_k = W_k`` where ``W_k >= percentile(W_k, theta)`` else 0;
-    ``n_k = #{W'_k > 0}``; ``alpha_k = max(W'_k, 0) / max(n_k, 1)`` **[choice: pixel-level
-    average weights]**; ``L = ReLU(sum_k alpha_k * A_k)``.
+    ``W'_k = W_k`` where ``W_k >= percentile(W_k, theta)`` else 0, then
+    ``L = ReLU(sum_k alpha_k * A_k)`` with, by ``alpha``:
+
+    * ``"pixel-average"`` (default) **[choice]**: ``alpha_k = max(W'_k, 0) / max(n_k, 1)``,
+      ``n_k = #{W'_k > 0}``;
+    * ``"gradient-sum"`` (the public re-implementation's variant):
+      ``alpha_k = max(W'_k, 0) / sum(max(W'_k, 0))`` (0 for a channel with no positive value),
+      which removes every channel's gradient magnitude.
     """
+    if alpha not in ALPHA_VARIANTS:
+        from ..errors import UnionCamError
+
+        raise UnionCamError(f"alpha variant {alpha!r} unknown; available: {', '.join(ALPHA_VARIANTS)}")
     g = gradients.astype(np.float64)
     threshold = denoise_threshold(g, theta)[:, :, None, None]
     kept = np.where(g >= threshold, g, 0.0)
-    positive = kept > 0
-    count = positive.sum(axis=(2, 3), keepdims=True)
-    alpha = np.where(positive, kept, 0.0) / np.maximum(count, 1)
-    return relu((alpha * activations).sum(axis=1))
+    positive = np.maximum(kept, 0.0)
+    if alpha == "pixel-average":
+        norm = np.maximum((kept > 0).sum(axis=(2, 3), keepdims=True), 1)
+    else:
+        total = positive.sum(axis=(2, 3), keepdims=True)
+        norm = np.where(total > 0, total, 1.0)
+    return relu((positive / norm * activations).sum(axis=1))

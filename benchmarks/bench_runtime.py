@@ -1,0 +1,187 @@
+"""Per-image UnionCAM latency of the runtime against its forward-pass floor and other tools.
+
+Every mode runs in its own process (so its peak memory is its own) on the same model,
+images and machine, in one run:
+
+* ``onnxruntime`` - unioncam-rt, exact fp32, ONNX Runtime CPU. Its floor is measured in
+  the same process: (masked passes run) x (per-image time of one batched pass of the same
+  scoring session at ``--batch-size``).
+* ``int8`` - unioncam-rt's static INT8 scoring graph (calibrated on other photos); fidelity
+  = Pearson of its maps with the fp32 maps, and branch agreement.
+* ``torch`` - unioncam-rt's PyTorch reference backend (autograd).
+* ``gradcam-scorecam`` - pytorch-grad-cam's ScoreCAM on the same torch model (not UnionCAM:
+  it is the per-channel masked scoring alone, the bulk of UnionCAM's cost).
+
+Usage::
+
+    python benchmarks/bench_runtime.py --model vgg16 --weights random:0 --images 2
+    python benchmarks/bench_runtime.py --model efficientnet-lite0 --images 10 --modes onnxruntime,int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import dev_images, machine, median, peak_rss_mib, print_table, run_worker, write_json  # noqa: E402
+
+MODES = ("onnxruntime", "int8", "torch", "gradcam-scorecam")
+
+
+def time_pass(engine, batch_size: int, repeats: int = 3) -> float:
+    """Per-image seconds of one batched masked pass of ``engine`` (median of ``repeats``)."""
+    height, width = engine.input_size
+    _, h, w = engine.feature_shape
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, height, width)).astype(np.float32)
+    masks = rng.random((batch_size, 1, h, w)).astype(np.float32)
+    zeros = np.zeros(batch_size, dtype=np.int64)
+    engine.masked_probs(image, masks, zeros, zeros)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        engine.masked_probs(image, masks, zeros, zeros)
+        times.append((time.perf_counter() - started) / batch_size)
+    return median(times)
+
+
+def worker(args) -> dict:
+    images = [Path(p) for p in args.image]
+    maps_dir = Path(args.maps)
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    record = {"mode": args.worker, "per_image_s": [], "passes": [], "branches": []}
+    if args.worker == "gradcam-scorecam":
+        import torch
+        from pytorch_grad_cam import ScoreCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        from unioncam_rt.images import load_image
+        from unioncam_rt.zoo import build_model
+
+        model = build_model(args.model, args.weights)
+        cam = ScoreCAM(model=model, target_layers=[model.trunk])
+        cam.batch_size = args.batch_size
+        for path in images:
+            x = torch.from_numpy(load_image(path, model.spec.input_size).array[None])
+            started = time.perf_counter()
+            with torch.no_grad():
+                target = int(model(x).argmax())
+            grey = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+            record["per_image_s"].append(time.perf_counter() - started)
+            record["passes"].append(int(model.activations(x).shape[1]))
+            np.save(maps_dir / f"{path.stem}.npy", grey[0].astype(np.float32))
+    else:
+        from unioncam_rt.explainer import Explainer
+
+        backend = "torch" if args.worker == "torch" else "onnxruntime"
+        precision = "int8" if args.worker == "int8" else "fp32"
+        if backend == "torch":
+            explainer = Explainer(args.model, weights=args.weights, backend="torch", batch_size=args.batch_size)
+        else:
+            explainer = Explainer(engine_dir=args.engine, precision=precision, batch_size=args.batch_size)
+            record["pass_s"] = time_pass(explainer.engine, args.batch_size)
+        explainer.explain(images[0])  # warm-up (not timed)
+        for path in images:
+            started = time.perf_counter()
+            result = explainer.explain(path)
+            record["per_image_s"].append(time.perf_counter() - started)
+            record["passes"].append(result.masked_passes)
+            record["branches"].append(result.branch)
+            np.save(maps_dir / f"{path.stem}.npy", result.cam)
+    record["peak_rss_mib"] = peak_rss_mib()
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg16")
+    parser.add_argument("--weights", default=None, help="e.g. random:0 (VGG16's real weights need a download)")
+    parser.add_argument("--images", type=int, default=2, help="development photos to time")
+    parser.add_argument("--start", type=int, default=100, help="first row of labels.csv to use")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration photos (rows before --start)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--maps", help=argparse.SUPPRESS)
+    parser.add_argument("--image", action="append", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        sys.exit(f"unknown modes {sorted(unknown)}; available: {', '.join(MODES)}")
+    images = dev_images(args.start, args.images)
+    from unioncam_rt.export.pipeline import ExportConfig, export_model
+
+    with tempfile.TemporaryDirectory(prefix="unioncam-bench-") as tmp:
+        engine = Path(tmp) / "engine"
+        started = time.perf_counter()
+        export_model(ExportConfig(args.model, engine, weights=args.weights))
+        export_s = time.perf_counter() - started
+        quantize_s = None
+        if "int8" in modes:
+            from unioncam_rt.export.quantize import quantize_scores
+
+            started = time.perf_counter()
+            quantize_scores(engine, dev_images(max(0, args.start - args.calibration), args.calibration))
+            quantize_s = time.perf_counter() - started
+        records = {}
+        for mode in modes:
+            print(f"running {mode} ...", file=sys.stderr)
+            common = ["--worker", mode, "--model", args.model, "--engine", str(engine), "--batch-size",
+                      str(args.batch_size), "--maps", str(Path(tmp) / mode)]
+            if args.weights:
+                common += ["--weights", args.weights]
+            records[mode] = run_worker(Path(__file__), common + [a for p in images for a in ("--image", str(p))])
+            records[mode]["maps"] = {p.stem: np.load(Path(tmp) / mode / f"{p.stem}.npy") for p in images}
+
+    base = records.get("onnxruntime")
+    rows, summary = [], {}
+    for mode, rec in records.items():
+        per_image = median(rec["per_image_s"])
+        entry = {"median_s_per_image": per_image, "per_image_s": rec["per_image_s"], "masked_passes": rec["passes"],
+                 "peak_rss_mib": rec["peak_rss_mib"], "branches": rec["branches"]}
+        floor = ratio = None
+        if "pass_s" in rec:
+            floors = [n * rec["pass_s"] for n in rec["passes"]]
+            floor = median(floors)
+            ratio = median([t / f for t, f in zip(rec["per_image_s"], floors)])
+            entry.update({"pass_s": rec["pass_s"], "floor_s": floor, "ratio_to_floor": ratio})
+        vs_fp32 = per_image / median(base["per_image_s"]) if base else None
+        pearson = agree = None
+        if base and mode != "onnxruntime":
+            pearson = median([float(np.corrcoef(rec["maps"][k].ravel(), base["maps"][k].ravel())[0, 1])
+                              for k in base["maps"]])
+            if rec["branches"]:
+                agree = float(np.mean([a == b for a, b in zip(rec["branches"], base["branches"])]))
+        entry.update({"time_vs_onnxruntime_fp32": vs_fp32, "pearson_vs_fp32_median": pearson,
+                      "branch_agreement": agree})
+        summary[mode] = entry
+        rows.append([mode, per_image, median(rec["passes"]), floor if floor else "-", ratio if ratio else "-",
+                     vs_fp32 if vs_fp32 else "-", rec["peak_rss_mib"], pearson if pearson is not None else "-",
+                     agree if agree is not None else "-"])
+    print(f"\nUnionCAM per image, {args.model} (weights {args.weights or 'pretrained'}), {len(images)} photos, "
+          f"batch {args.batch_size}; export {export_s:.1f}s" + (f", int8 calibration {quantize_s:.1f}s" if quantize_s else ""))
+    print_table(["mode", "median s/img", "passes", "floor s/img", "ratio to floor", "x vs ORT fp32",
+                 "peak RSS MiB", "Pearson vs fp32", "branch agree"], rows)
+    write_json(args.out / f"runtime-{args.model}.json", {
+        "model": args.model, "weights": args.weights or "pretrained", "images": [p.name for p in images],
+        "batch_size": args.batch_size, "export_s": export_s, "quantize_s": quantize_s, "machine": machine(),
+        "modes": summary,
+    })
+
+
+if __name__ == "__main__":
+    main()
