@@ -11,7 +11,7 @@
   class at every step (steps + 1 points); AUC by the trapezoid rule over [0, 1].
   Overall = AUC(insertion) - AUC(deletion).
 
-The masked passes go through the same batched engine as ``explain`` (`CamEngine.probs`).
+The masked passes go through the same batched scoring engine as ``explain``.
 Each metric is a small class with ``update`` / ``summary`` / ``reset``.
 """
 
@@ -84,16 +84,22 @@ class InsertionDeletion:
         self.deletion.clear()
 
 
-def _class_probs(engine: CamEngine, images: np.ndarray, class_index: int, batch_size: int) -> np.ndarray:
+def class_probs(engine: CamEngine, images: np.ndarray, class_index: int, batch_size: int = 32) -> np.ndarray:
+    """``p_c`` of each image, through the scoring engine with all-ones masks (the cheapest
+    graph: a forward pass, softmax and a gather), in chunks of ``batch_size``."""
+    _, h, w = engine.feature_shape
     out = np.empty(len(images), dtype=np.float64)
     for start in range(0, len(images), batch_size):
-        out[start:start + batch_size] = engine.probs(np.ascontiguousarray(images[start:start + batch_size]))[:, class_index]
+        chunk = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
+        n = len(chunk)
+        out[start:start + n] = engine.masked_probs(chunk, np.ones((n, 1, h, w), np.float32),
+                                                   np.arange(n, dtype=np.int64), np.full(n, class_index, np.int64))
     return out
 
 
 def masked_probability(engine: CamEngine, image: np.ndarray, saliency: np.ndarray, class_index: int) -> float:
     """``p_c(I * L)`` for one ``[3, H, W]`` image and an ``[H, W]`` map in [0, 1]."""
-    return float(engine.probs((image * saliency[None])[None].astype(np.float32))[0, class_index])
+    return float(class_probs(engine, (image * saliency[None])[None], class_index)[0])
 
 
 def pixel_order(saliency: np.ndarray) -> np.ndarray:
@@ -124,7 +130,7 @@ def causal_curves(engine: CamEngine, image: np.ndarray, saliency: np.ndarray, cl
             counts = np.arange(chunk, min(chunk + batch_size, steps + 1)) * step
             changed = rank[None, :] < counts[:, None]  # [n, pixels]
             states = np.where(changed[:, None, :], target[None], source[None])
-            scores[chunk:chunk + len(counts)] = _class_probs(
+            scores[chunk:chunk + len(counts)] = class_probs(
                 engine, states.reshape(len(counts), channels, height, width).astype(np.float32), class_index, batch_size)
         curves.append(scores)
     return curves[0], curves[1]

@@ -41,11 +41,13 @@ class CamEngine(Protocol):
         model_name: zoo name of the model.
         input_size: (H, W) the model takes.
         class_names: one name per class index.
+        feature_shape: (K, h, w) of the target layer's activations.
     """
 
     model_name: str
     input_size: tuple[int, int]
     class_names: list[str]
+    feature_shape: tuple[int, int, int]
 
     def features(self, images: np.ndarray, class_index: np.ndarray) -> FeatureBatch:
         """Logits, activations and their gradients for the given (or top-1, ``-1``) classes."""

@@ -40,6 +40,9 @@ class TorchEngine:
         self.input_size = tuple(model.spec.input_size)
         self.class_names = list(class_names)
         self._black: np.ndarray | None = None
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, *self.input_size, device=self.device, dtype=self.dtype)
+            self.feature_shape = tuple(int(d) for d in self.model.activations(probe).shape[1:])
 
     def _tensor(self, array: np.ndarray):
         tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
