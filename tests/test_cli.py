@@ -38,6 +38,11 @@ def test_directory_run_writes_all_outputs(pictures, tmp_path):
         cam = np.load(out / f"{stem}.cam.npy")
         assert cam.shape == (224, 224) and cam.dtype == np.float32 and 0 <= cam.min() <= cam.max() <= 1
     assert not list(out.glob(".*.tmp"))
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_bad_file_is_listed_others_written_exit_nonzero(pictures, tmp_path):

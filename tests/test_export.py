@@ -171,6 +171,11 @@ def copy_dir(src, dst):
 
 
 def test_manifest_contents(exported_lite):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported_lite.stat().st_mode & 0o777 == 0o777 & ~umask
     manifest = load_manifest(exported_lite, "efficientnet-lite0")
     assert manifest.feature_shape == (1280, 7, 7) and manifest.input_size == (224, 224)
     assert len(manifest.class_names) == 1000 == len(manifest.black_probs)

@@ -95,7 +95,7 @@ def explain(
     target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name to explain. Default: top-1.")] = None,
     method: Annotated[str, typer.Option(help="unioncam, gradcam, gradcampp, scorecam, groupcam or layercam.")] = "unioncam",
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile, 0-100.")] = 10.0,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = 32,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("unioncam-out"),
     save_npy: Annotated[bool, typer.Option("--save-npy", help="Also write <stem>.cam.npy (float32, input resolution, [0, 1]).")] = False,
     weights: WeightsOpt = None,

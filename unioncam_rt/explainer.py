@@ -129,7 +129,7 @@ class Explainer:
             ``engine_dir``, default: the directory's model).
         method: one of `METHODS` (default ``"unioncam"``).
         theta: UnionCAM's denoising percentile (default 10).
-        batch_size: masked images per engine call (default 16).
+        batch_size: masked images per engine call (default 32).
         images_per_step: images whose masks share engine calls (default 4).
         weights: model weights (default: the real ones).
         backend: ``"onnxruntime"`` (default), ``"tensorrt"`` or ``"torch"`` (the reference).
@@ -147,7 +147,7 @@ class Explainer:
         *,
         method: str = "unioncam",
         theta: float = 10.0,
-        batch_size: int = 16,
+        batch_size: int = 32,
         images_per_step: int = 4,
         weights: str | None = None,
         backend: str = "onnxruntime",

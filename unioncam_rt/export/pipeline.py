@@ -119,6 +119,9 @@ def _prepare_target(out: Path) -> None:
 
 def _replace_dir(staging: Path, out: Path) -> None:
     """Put ``staging`` at ``out``; an earlier export there is removed only after the move."""
+    from ..outputs import UMASK
+
+    os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes 0700 folders
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -22,6 +22,7 @@ from ..errors import UnionCamError, require
 from ..images import list_images, load_image
 from ..manifest import MANIFEST_NAME, load_manifest, sha256_file
 from ..method.ops import is_constant, minmax
+from ..outputs import UMASK, atomic_write_bytes
 from ..runtime.exported import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE
 
 
@@ -89,6 +90,7 @@ def quantize_scores(directory: str | Path, calibration: list[str | Path], limit:
             op_types_to_quantize=["Conv", "Gemm", "MatMul"],
             calibrate_method=quantization.CalibrationMethod.MinMax,
         )
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, directory / SCORES_INT8_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -96,9 +98,6 @@ def quantize_scores(directory: str | Path, calibration: list[str | Path], limit:
     manifest.files[SCORES_INT8_FILE] = sha256_file(directory / SCORES_INT8_FILE)
     manifest.engines[SCORES_INT8_FILE] = {"precision": "int8", "format": "QDQ", "calibration_images": len(images),
                                           "masks_per_image": masks_per_image}
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(manifest.to_json())
-    os.replace(tmp, directory / MANIFEST_NAME)
+    atomic_write_bytes(directory / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
     return QuantizeReport(directory, len(images), len(feeds), time.perf_counter() - started,
                           (directory / SCORES_FILE).stat().st_size, (directory / SCORES_INT8_FILE).stat().st_size)
