@@ -156,11 +156,9 @@ def test_zoo_export_parity_on_real_and_random_images(tmp_path, name):
 # --- manifest and atomic writes ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exported_lite(tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines") / "lite0"
-    export_model(ExportConfig("efficientnet-lite0", out))
-    return out
+@pytest.fixture
+def exported_lite(lite_engine_dir):
+    return lite_engine_dir
 
 
 def copy_dir(src, dst):

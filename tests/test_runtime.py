@@ -17,13 +17,9 @@ from .conftest import DEV_IMAGES, dev_rows
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def lite_dir(tmp_path_factory):
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
-
-    out = tmp_path_factory.mktemp("runtime") / "lite0"
-    export_model(ExportConfig("efficientnet-lite0", out))
-    return out
+@pytest.fixture
+def lite_dir(lite_engine_dir):
+    return lite_engine_dir
 
 
 def test_runtime_explain_never_imports_torch(lite_dir, tmp_path):
@@ -126,3 +122,31 @@ def test_providers_are_checked(lite_dir):
     engine = ExportedEngine(lite_dir, providers=["CPUExecutionProvider"])
     with pytest.raises(UnionCamError, match="images must be"):
         engine.features(np.zeros((1, 3, 100, 100), np.float32), np.array([0]))
+
+
+@pytest.mark.slow
+def test_int8_quantize_adds_a_checked_scoring_graph(lite_dir, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from unioncam_rt.explainer import Explainer
+    from unioncam_rt.manifest import EngineDirError, load_manifest
+
+    engine = shutil.copytree(lite_dir, tmp_path / "lite0")
+    rows = dev_rows()[:2]
+    calibration = [DEV_IMAGES / r["file"] for r in rows]
+    result = CliRunner().invoke(app, ["quantize", "--engine", str(engine), *map(str, calibration)])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(engine)
+    assert "scores.int8.onnx" in manifest.files and manifest.engines["scores.int8.onnx"]["precision"] == "int8"
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
+    fast = Explainer(engine_dir=engine, precision="int8").explain(image)
+    exact = Explainer(engine_dir=engine).explain(image)
+    assert fast.class_index == exact.class_index  # the features graph stays fp32
+    assert fast.cam.shape == (224, 224) and 0 <= fast.cam.min() <= fast.cam.max() <= 1
+    with open(engine / "scores.int8.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(EngineDirError, match="sha256 differs"):
+        load_manifest(engine)
