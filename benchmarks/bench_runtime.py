@@ -11,6 +11,9 @@ images and machine, in one run:
 * ``torch`` - unioncam-rt's PyTorch reference backend (autograd).
 * ``gradcam-scorecam`` - pytorch-grad-cam's ScoreCAM on the same torch model (not UnionCAM:
   it is the per-channel masked scoring alone, the bulk of UnionCAM's cost).
+* ``torch-cuda``, ``torch-cuda-fp16`` - the torch backend on GPU 0 in fp32 / fp16, with peak
+  GPU memory (``torch.cuda.max_memory_allocated``); run by default only where CUDA is
+  available. Not yet run by this project (no GPU so far).
 
 Usage::
 
@@ -32,7 +35,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dev_images, machine, median, peak_rss_mib, print_table, run_worker, write_json  # noqa: E402
 
-MODES = ("onnxruntime", "int8", "torch", "gradcam-scorecam")
+CPU_MODES = ("onnxruntime", "int8", "torch", "gradcam-scorecam")
+GPU_MODES = ("torch-cuda", "torch-cuda-fp16")
+MODES = CPU_MODES + GPU_MODES
+
+
+def default_modes() -> str:
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    return ",".join(CPU_MODES + (GPU_MODES if cuda else ()))
 
 
 def time_pass(engine, batch_size: int, repeats: int = 3) -> float:
@@ -80,10 +95,12 @@ def worker(args) -> dict:
     else:
         from unioncam_rt.explainer import Explainer
 
-        backend = "torch" if args.worker == "torch" else "onnxruntime"
-        precision = "int8" if args.worker == "int8" else "fp32"
+        backend = "torch" if args.worker.startswith("torch") else "onnxruntime"
+        precision = {"int8": "int8", "torch-cuda-fp16": "fp16"}.get(args.worker, "fp32")
+        device = "cuda" if args.worker.startswith("torch-cuda") else "cpu"
         if backend == "torch":
-            explainer = Explainer(args.model, weights=args.weights, backend="torch", batch_size=args.batch_size)
+            explainer = Explainer(args.model, weights=args.weights, backend="torch", batch_size=args.batch_size,
+                                  device=device, precision=precision)
         else:
             explainer = Explainer(engine_dir=args.engine, precision=precision, batch_size=args.batch_size)
             record["pass_s"] = time_pass(explainer.engine, args.batch_size)
@@ -95,6 +112,10 @@ def worker(args) -> dict:
             record["passes"].append(result.masked_passes)
             record["branches"].append(result.branch)
             np.save(maps_dir / f"{path.stem}.npy", result.cam)
+        if device == "cuda":
+            import torch
+
+            record["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     record["peak_rss_mib"] = peak_rss_mib()
     return record
 
@@ -106,7 +127,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="development photos to time")
     parser.add_argument("--start", type=int, default=100, help="first row of labels.csv to use")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=default_modes())
     parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration photos (rows before --start)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -152,7 +173,8 @@ def main() -> None:
     for mode, rec in records.items():
         per_image = median(rec["per_image_s"])
         entry = {"median_s_per_image": per_image, "per_image_s": rec["per_image_s"], "masked_passes": rec["passes"],
-                 "peak_rss_mib": rec["peak_rss_mib"], "branches": rec["branches"]}
+                 "peak_rss_mib": rec["peak_rss_mib"], "peak_gpu_mib": rec.get("peak_gpu_mib"),
+                 "branches": rec["branches"]}
         floor = ratio = None
         if "pass_s" in rec:
             floors = [n * rec["pass_s"] for n in rec["passes"]]
@@ -170,12 +192,12 @@ def main() -> None:
                       "branch_agreement": agree})
         summary[mode] = entry
         rows.append([mode, per_image, median(rec["passes"]), floor if floor else "-", ratio if ratio else "-",
-                     vs_fp32 if vs_fp32 else "-", rec["peak_rss_mib"], pearson if pearson is not None else "-",
-                     agree if agree is not None else "-"])
+                     vs_fp32 if vs_fp32 else "-", rec["peak_rss_mib"], rec.get("peak_gpu_mib") or "-",
+                     pearson if pearson is not None else "-", agree if agree is not None else "-"])
     print(f"\nUnionCAM per image, {args.model} (weights {args.weights or 'pretrained'}), {len(images)} photos, "
           f"batch {args.batch_size}; export {export_s:.1f}s" + (f", int8 calibration {quantize_s:.1f}s" if quantize_s else ""))
     print_table(["mode", "median s/img", "passes", "floor s/img", "ratio to floor", "x vs ORT fp32",
-                 "peak RSS MiB", "Pearson vs fp32", "branch agree"], rows)
+                 "peak RSS MiB", "peak GPU MiB", "Pearson vs fp32", "branch agree"], rows)
     write_json(args.out / f"runtime-{args.model}.json", {
         "model": args.model, "weights": args.weights or "pretrained", "images": [p.name for p in images],
         "batch_size": args.batch_size, "export_s": export_s, "quantize_s": quantize_s, "machine": machine(),
