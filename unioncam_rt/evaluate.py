@@ -27,7 +27,7 @@ from .images import list_images, load_image
 from .method import METHODS
 from .method.ops import gaussian_blur
 from .metrics import AverageDropIncrease, InsertionDeletion, causal_curves, drop_and_increase, masked_probability, trapezoid_auc
-from .outputs import atomic_write_bytes, overlay
+from .outputs import atomic_write_bytes, npy_bytes, overlay, png_bytes
 from .runtime.factory import EngineOptions, open_engine
 
 RECORDS = "records.jsonl"
@@ -103,18 +103,6 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     """Run (or resume) an evaluation; returns the aggregate per method."""
     from tqdm.auto import tqdm
@@ -170,11 +158,11 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
                     "explain_s": explain_s, "insertion_curve": ins_curve.tolist(), "deletion_curve": del_curve.tolist(),
                 }
                 if config.save_maps:
-                    atomic_write_bytes(out / "maps" / method / f"{path.stem}.npy", _npy_bytes(result.cam))
+                    atomic_write_bytes(out / "maps" / method / f"{path.stem}.npy", npy_bytes(result.cam))
                 if index < config.gallery:
                     atomic_write_bytes(out / "gallery" / method / f"{path.stem}.png",
-                                       _png_bytes(_thumbnail(overlay(loaded.rgb, result.cam))))
-                    atomic_write_bytes(out / "gallery" / "input" / f"{path.stem}.png", _png_bytes(_thumbnail(loaded.rgb)))
+                                       png_bytes(_thumbnail(overlay(loaded.rgb, result.cam))))
+                    atomic_write_bytes(out / "gallery" / "input" / f"{path.stem}.png", png_bytes(_thumbnail(loaded.rgb)))
                 _append(records_path, record)
                 records.append(record)
                 bar.update(1)

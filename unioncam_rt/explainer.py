@@ -20,7 +20,7 @@ from .method.ops import softmax
 from .method.scoring import ScoreCounter
 from .runtime.base import CamEngine
 from .runtime.factory import EngineOptions, open_engine
-from .zoo.spec import DEFAULT_MODEL, get_spec
+from .zoo.spec import get_spec
 
 Target = int | str | None
 
@@ -170,8 +170,6 @@ class Explainer:
         if engine is None:
             if model is not None:
                 get_spec(model)
-            if model is None and engine_dir is None:
-                model = DEFAULT_MODEL
             options = EngineOptions(model, weights, backend, Path(engine_dir) if engine_dir else None,
                                     providers, precision, device)
             engine = open_engine(options, progress=progress)

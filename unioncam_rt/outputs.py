@@ -58,9 +58,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
+    """A Pillow image encoded as PNG."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array in ``.npy`` format."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
     return buffer.getvalue()
 
 
@@ -71,13 +79,11 @@ def write_explanation(result: Explanation, out_dir: Path, stem: str, save_npy: b
     JSON last, so a JSON on disk means the maps beside it are complete.
     """
     payloads: list[tuple[Path, bytes]] = [
-        (out_dir / f"{stem}.overlay.png", _png(overlay(result.image.rgb, result.cam))),
-        (out_dir / f"{stem}.cam.png", _png(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L"))),
+        (out_dir / f"{stem}.overlay.png", png_bytes(overlay(result.image.rgb, result.cam))),
+        (out_dir / f"{stem}.cam.png", png_bytes(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L"))),
     ]
     if save_npy:
-        buffer = io.BytesIO()
-        np.save(buffer, result.cam.astype(np.float32))
-        payloads.append((out_dir / f"{stem}.cam.npy", buffer.getvalue()))
+        payloads.append((out_dir / f"{stem}.cam.npy", npy_bytes(result.cam.astype(np.float32))))
     payloads.append((out_dir / f"{stem}.json", (json.dumps(result.summary(), indent=2) + "\n").encode()))
     for path, data in payloads:
         atomic_write_bytes(path, data)

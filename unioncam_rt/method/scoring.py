@@ -11,7 +11,7 @@ Exact savings, none of which changes a result:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -52,8 +52,6 @@ class ScoreCounter:
     """Counts masked forward passes actually run, per image of the batch."""
 
     per_image: np.ndarray
-    chunks: int = 0
-    skipped: int = field(default=0)
 
     @classmethod
     def for_batch(cls, batch: int) -> "ScoreCounter":
@@ -119,12 +117,7 @@ def score_masks(
             )
             if counter is not None:
                 np.add.at(counter.per_image, unique.image_index[rows], 1)
-                counter.chunks += 1
             if progress is not None:
                 progress.advance(stop - start)
         probs[live] = unique_probs[inverse]
-        if counter is not None:
-            counter.skipped += int(zero.sum()) + len(live) - len(unique)
-    elif counter is not None:
-        counter.skipped += n
     return probs
