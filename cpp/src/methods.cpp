@@ -1,0 +1,126 @@
+#include "methods.hpp"
+
+#include "channel_selection.hpp"
+#include "union_steps.hpp"
+
+namespace unioncam::detail {
+
+ChannelMaps FeatureBatch::activations_of(int b) const {
+  return {activations.data() + std::size_t(b) * shape[0] * plane(), shape[0], shape[1], shape[2]};
+}
+
+ChannelMaps FeatureBatch::gradients_of(int b) const {
+  return {gradients.data() + std::size_t(b) * shape[0] * plane(), shape[0], shape[1], shape[2]};
+}
+
+std::vector<std::vector<double>> region_maps(MethodContext& ctx) {
+  const FeatureBatch& feats = ctx.features;
+  const std::size_t plane = feats.plane();
+  MaskRows rows(plane);
+  std::vector<ChannelSelection> selections(feats.batch);
+  std::vector<float> mask(plane);
+  for (int b = 0; b < feats.batch; ++b) {
+    const ChannelMaps acts = feats.activations_of(b);
+    selections[b] = select_channels(acts, ctx.budget);
+    for (int k : selections[b].scored) {
+      minmax_f32(acts.channel(k), plane, mask.data());
+      rows.add(mask.data(), b, feats.classes[b]);
+    }
+  }
+  const std::vector<double> probs = score_masks(ctx.scoring, rows);
+
+  std::vector<std::vector<double>> maps(feats.batch);
+  std::size_t row = 0;
+  for (int b = 0; b < feats.batch; ++b) {
+    const ChannelMaps acts = feats.activations_of(b);
+    std::vector<double> weights(acts.channels, 0.0);
+    if (selections[b].fill_weight != 0.0) {
+      for (int k = 0; k < acts.channels; ++k) {
+        if (!is_constant(acts.channel(k), plane)) weights[k] = selections[b].fill_weight;
+      }
+    }
+    for (int k : selections[b].scored) weights[k] = probs[row++];
+    maps[b] = weighted_sum_relu(acts, weights);
+  }
+  return maps;
+}
+
+std::vector<double> map_scores(MethodContext& ctx, const std::vector<std::vector<double>>& maps,
+                               const std::vector<int>& image_of) {
+  MaskRows rows(ctx.features.plane());
+  std::vector<float> mask(rows.plane);
+  for (std::size_t i = 0; i < maps.size(); ++i) {
+    const std::vector<double> normalised = minmax(maps[i]);
+    for (std::size_t j = 0; j < rows.plane; ++j) mask[j] = static_cast<float>(normalised[j]);
+    rows.add(mask.data(), image_of[i], ctx.features.classes[image_of[i]]);
+  }
+  std::vector<double> scores = score_masks(ctx.scoring, rows);
+  for (std::size_t i = 0; i < scores.size(); ++i) scores[i] -= ctx.scoring.black_probs[rows.klass[i]];
+  return scores;
+}
+
+MethodResult gradcam(MethodContext& ctx) {
+  MethodResult result;
+  for (int b = 0; b < ctx.features.batch; ++b) {
+    result.maps.push_back(gradcam_map(ctx.features.activations_of(b), ctx.features.gradients_of(b)));
+  }
+  result.parts.resize(ctx.features.batch);
+  return result;
+}
+
+MethodResult scorecam(MethodContext& ctx) {
+  MethodResult result;
+  result.maps = region_maps(ctx);
+  result.parts.resize(ctx.features.batch);
+  return result;
+}
+
+MethodResult unioncam(MethodContext& ctx) {
+  const int batch = ctx.features.batch;
+  std::vector<std::vector<double>> denoise(batch);
+  for (int b = 0; b < batch; ++b) {
+    denoise[b] = denoised_map(ctx.features.activations_of(b), ctx.features.gradients_of(b), ctx.theta);
+  }
+  const std::vector<std::vector<double>> region = region_maps(ctx);
+
+  // beta_denoise and beta_region of every image in one scoring call.
+  std::vector<std::vector<double>> both(denoise);
+  both.insert(both.end(), region.begin(), region.end());
+  std::vector<int> image_of;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int b = 0; b < batch; ++b) image_of.push_back(b);
+  }
+  const std::vector<double> betas = map_scores(ctx, both, image_of);
+
+  std::vector<std::vector<double>> fused(batch);
+  for (int b = 0; b < batch; ++b) fused[b] = fuse(denoise[b], region[b], betas[b], betas[batch + b]);
+  const std::vector<double> beta_fused =
+      map_scores(ctx, fused, std::vector<int>(image_of.begin(), image_of.begin() + batch));
+
+  MethodResult result;
+  for (int b = 0; b < batch; ++b) {
+    UnionParts parts;
+    parts.beta_denoise = betas[b];
+    parts.beta_region = betas[batch + b];
+    parts.beta_fused = beta_fused[b];
+    const bool wins = choose_fused(parts.beta_fused, parts.beta_region);
+    parts.branch = wins ? kFused : kRegion;
+    result.maps.push_back(wins ? fused[b] : region[b]);
+    parts.denoise_map = std::move(denoise[b]);
+    parts.region_map = region[b];
+    parts.fused_map = std::move(fused[b]);
+    result.parts.push_back(std::move(parts));
+  }
+  return result;
+}
+
+MethodResult run_method(Method method, MethodContext& ctx) {
+  switch (method) {
+    case Method::gradcam: return gradcam(ctx);
+    case Method::scorecam: return scorecam(ctx);
+    case Method::unioncam: break;
+  }
+  return unioncam(ctx);
+}
+
+}  // namespace unioncam::detail
