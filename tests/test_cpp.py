@@ -1,0 +1,204 @@
+"""The C++ embedding (cpp/, OpenVINO's CPU runtime) against the Python runtime.
+
+The project is built once per session (incrementally, in pytest's cache folder) and then:
+its unit tests run against numpy/Pillow reference data (through ctest); its engine tests
+(two threads on one Engine, batching, errors) run on the session's EfficientNet-Lite0
+export; `unioncam-cpp explain` is compared with `Explainer` on ONNX Runtime on real
+development photos, one of them converted to PNG; tampered engines, bad images and bad
+options get the documented exit codes and messages.
+
+Skipped, with the reason, only where cmake, a C++ compiler or the openvino wheel is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import DEV_IMAGES, dev_rows
+
+pytestmark = pytest.mark.cpp
+
+CPP = Path(__file__).resolve().parents[1] / "cpp"
+PHOTOS = ("n01440764_tench.JPEG", "n02007558_flamingo.JPEG", "n01530575_brambling.JPEG")
+
+
+def _missing_tool() -> str | None:
+    if shutil.which("cmake") is None:
+        return "cmake is not installed"
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "c++", "g++", "clang++")):
+        return "no C++ compiler (c++, g++ or clang++) found"
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "the openvino wheel is not installed (pip install 'unioncam-rt[cpp]')"
+    return None
+
+
+def _run(args: list, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def cpp_build(request) -> Path:
+    """cpp/ configured and built (Release, -j2) into pytest's cache; rebuilt incrementally."""
+    reason = _missing_tool()
+    if reason:
+        pytest.skip(reason)
+    import openvino
+
+    build = Path(request.config.cache.mkdir("unioncam-cpp-build"))
+    openvino_dir = Path(openvino.__file__).parent / "cmake"
+    configure = _run(["cmake", "-S", CPP, "-B", build, "-DCMAKE_BUILD_TYPE=Release", f"-DOpenVINO_DIR={openvino_dir}",
+                      f"-DUNIONCAM_PYTHON={sys.executable}"])
+    assert configure.returncode == 0, f"cmake configure failed:\n{configure.stdout[-3000:]}\n{configure.stderr[-3000:]}"
+    built = _run(["cmake", "--build", build, "-j", "2"])
+    assert built.returncode == 0, f"C++ build failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    return build
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    """Two development JPEGs and one converted to PNG."""
+    rows = {r["file"] for r in dev_rows()}
+    if not set(PHOTOS) <= rows:
+        pytest.skip(f"development photos {PHOTOS} not found in {DEV_IMAGES}")
+    from PIL import Image
+
+    png = tmp_path_factory.mktemp("png") / "n01530575_brambling.png"
+    with Image.open(DEV_IMAGES / PHOTOS[2]) as image:
+        image.save(png)
+    return [DEV_IMAGES / PHOTOS[0], DEV_IMAGES / PHOTOS[1], png]
+
+
+def cli(build: Path, *args) -> subprocess.CompletedProcess:
+    return _run([build / "unioncam-cpp", *args], timeout=300)
+
+
+def test_unit_tests_against_numpy_and_pillow(cpp_build):
+    result = _run(["ctest", "--test-dir", cpp_build, "--output-on-failure"], timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "100% tests passed" in result.stdout
+    detail = _run([cpp_build / "unioncam_unit_tests", "--reference", cpp_build / "unit-reference"])
+    assert detail.returncode == 0, detail.stdout + detail.stderr
+    print(detail.stdout)
+    assert "0 failed" in detail.stdout
+
+
+def test_engine_threads_batching_and_errors(cpp_build, lite_engine_dir, photos):
+    result = _run([cpp_build / "unioncam_engine_tests", lite_engine_dir, photos[0], photos[2]], timeout=300)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_matches_python_runtime(cpp_build, lite_engine_dir, photos, tmp_path):
+    from unioncam_rt.explainer import Explainer
+
+    out = tmp_path / "cpp"
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--out", out, "--save-npy", *photos)
+    assert result.returncode == 0, result.stderr
+
+    explainer = Explainer(engine_dir=lite_engine_dir, batch_size=32)
+    python = {path: outcome for path, outcome in explainer.iter_files(photos)}
+    for path in photos:
+        ref = python[path]
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        summary = ref.summary()
+        assert set(summary) <= set(record), set(summary) - set(record)
+        assert record["backend"] == "openvino-cpp" and record["budget"] is None
+        assert record["class_index"] == ref.class_index
+        assert [t["class_index"] for t in record["top5"]] == [t["class_index"] for t in summary["top5"]]
+        assert record["probability"] == pytest.approx(ref.probability, abs=1e-4)
+        assert record["branch"] == ref.branch
+        for beta in ("beta_denoise", "beta_region", "beta_fused"):
+            assert record[beta] == pytest.approx(summary[beta], abs=1e-4), beta
+        assert record["masked_passes"] == ref.masked_passes
+        assert record["original_size"] == summary["original_size"]
+        assert record["input_size"] == summary["input_size"]
+        cam = np.load(out / f"{path.stem}.cam.npy")
+        assert cam.dtype == np.float32 and cam.shape == ref.cam.shape
+        pearson = np.corrcoef(cam.ravel(), ref.cam.ravel())[0, 1]
+        print(f"{path.name}: branch {record['branch']}, max |beta diff| "
+              f"{max(abs(record[b] - summary[b]) for b in ('beta_denoise', 'beta_region', 'beta_fused')):.2e}, "
+              f"Pearson {pearson:.8f}")
+        assert pearson >= 0.999
+        from PIL import Image
+
+        with Image.open(out / f"{path.stem}.cam.png") as png:
+            assert png.mode == "L" and png.size == (cam.shape[1], cam.shape[0])
+            assert np.array_equal(np.asarray(png), np.round(cam * 255).astype(np.uint8))
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_tampered_engine_is_refused(cpp_build, lite_engine_dir, photos, tmp_path):
+    engine = tmp_path / "engine"
+    shutil.copytree(lite_engine_dir, engine)
+    manifest = json.loads((engine / "manifest.json").read_text())
+    victim = engine / sorted(manifest["files"])[-1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = cli(cpp_build, "explain", "--engine", engine, "--out", tmp_path / "out", photos[0])
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {victim}: sha256 differs from the manifest (changed or tampered); "
+                                     "re-export")
+    assert not (tmp_path / "out").exists()
+
+    victim.unlink()
+    result = cli(cpp_build, "explain", "--engine", engine, photos[0])
+    assert result.returncode == 2 and "listed in the manifest but missing" in result.stderr
+
+    manifest["schema_version"] = 99
+    (engine / "manifest.json").write_text(json.dumps(manifest))
+    result = cli(cpp_build, "explain", "--engine", engine, photos[0])
+    assert result.returncode == 2 and "schema version 99" in result.stderr
+
+
+def test_bad_image_is_listed_and_the_others_written(cpp_build, lite_engine_dir, photos, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "gradcam", "--out", out,
+                 bad, photos[0], tmp_path / "missing.png")
+    assert result.returncode == 1, result.stderr
+    assert "2 of 3 images failed" in result.stderr
+    assert f"{bad}: not a PNG or JPEG image" in result.stderr
+    assert "missing.png: no such file" in result.stderr
+    record = json.loads((out / f"{photos[0].stem}.json").read_text())
+    assert record["method"] == "gradcam" and record["masked_passes"] == 0 and record["theta"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", "1000"], "class index 1000 out of range; this model has classes 0..999"),
+    (["--class", "no-such-class"], "unknown class name 'no-such-class'"),
+    (["--method", "layercam"], "unknown method 'layercam'; available: unioncam, gradcam, scorecam"),
+    (["--budget", "-1"], "--budget must be an integer >= 0"),
+    (["--precision", "fp16"], "unknown precision 'fp16'"),
+    (["--theta", "150"], "must be a percentile in [0, 100]"),
+])
+def test_bad_options_exit_2_before_any_work(cpp_build, lite_engine_dir, photos, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--out", out, *args, photos[0])
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_budget_bf16_and_the_embedding_example(cpp_build, lite_engine_dir, photos, tmp_path):
+    out = tmp_path / "out"
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "scorecam", "--budget", "8",
+                 "--precision", "bf16", "--out", out, photos[0])
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / f"{photos[0].stem}.json").read_text())
+    assert record["budget"] == 8 and record["precision"] == "bf16" and 0 < record["masked_passes"] <= 8
+
+    example = _run([cpp_build / "unioncam_embed_example", lite_engine_dir, photos[0]], timeout=300)
+    assert example.returncode == 0, example.stderr
+    assert example.stdout.startswith("tench p=")
