@@ -1,55 +1,30 @@
 """``EngineFromOnnx``: TensorRT engines from the exported ONNX graphs (TensorRT 10 API).
 
-Each engine gets one optimisation profile over its dynamic axis (``batch`` for
-``features``, ``masks`` for ``scores``) with min/opt/max from ``--max-batch``, an optional
-FP16 flag, a shared timing cache file, and metadata (TensorRT version, GPU name and
+Each engine gets one optimisation profile over its dynamic axes (``batch`` for
+``features``; ``masks`` and ``images`` for ``scores``) with min/opt/max from
+``--max-batch``, a shared timing cache file, and metadata (TensorRT version, GPU name and
 compute capability, precision, profiles) recorded in the manifest, so that the runtime
-refuses an engine built for another TensorRT or GPU.
+refuses an engine built for another TensorRT or GPU (and the export cache rebuilds it).
+
+Precision: TensorRT enables TF32 by default; it is cleared here, so an ``fp32`` engine
+computes in IEEE fp32. An ``fp16`` engine sets ``BuilderFlag.FP16`` (TF32 still cleared):
+TensorRT may then run any layer in fp16 where it is faster, the rest in fp32. Written
+for TensorRT 10 (``BuilderFlag.FP16`` is deprecated there and removed in TensorRT 11,
+hence the ``tensorrt>=10,<11`` bound of the extra). Never run by this project so far.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-from ..errors import UnionCamError, require
+from ..errors import require
+from ..runtime.tensorrt_env import TensorRTBuildError, engine_mismatch, gpu_identity, tensorrt_available
+
+__all__ = ["MAX_SCORE_IMAGES", "TIMING_CACHE", "TensorRTBuildError", "engine_from_onnx", "engine_mismatch",
+           "gpu_identity", "profile_shapes", "tensorrt_available"]
 
 TIMING_CACHE = "timing.cache"
-
-
-class TensorRTBuildError(UnionCamError):
-    """TensorRT could not parse or build a graph."""
-
-
-def gpu_identity() -> dict:
-    """Name and compute capability of GPU 0, from cuda-python, torch or nvidia-smi."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return {"gpu": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
-    except Exception:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    except Exception:
-        pass
-    if shutil.which("nvidia-smi"):
-        line = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", "0"],
-            capture_output=True, text=True, check=False,
-        ).stdout.strip()
-        if line:
-            name, _, capability = line.rpartition(",")
-            return {"gpu": name.strip(), "compute_capability": capability.strip()}
-    raise TensorRTBuildError("no CUDA GPU found; TensorRT engines need one")
+MAX_SCORE_IMAGES = 8  # images one scores-engine call may reference; callers are chunked to fit
 
 
 def profile_shapes(kind: str, input_size, feature_shape, max_batch: int) -> dict[str, tuple]:
@@ -60,7 +35,7 @@ def profile_shapes(kind: str, input_size, feature_shape, max_batch: int) -> dict
     if kind == "features":
         return {"image": ((1, 3, height, width), (opt, 3, height, width), (max_batch, 3, height, width)),
                 "class_index": ((1,), (opt,), (max_batch,))}
-    images = max(1, min(max_batch, 8))
+    images = max(1, min(max_batch, MAX_SCORE_IMAGES))
     return {"image": ((1, 3, height, width), (1, 3, height, width), (images, 3, height, width)),
             "masks": ((1, 1, h, w), (max_batch, 1, h, w), (max_batch, 1, h, w)),
             "image_index": ((1,), (max_batch,), (max_batch,)),
@@ -80,6 +55,7 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, shapes: dict[str, tuple
         raise TensorRTBuildError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    config.clear_flag(trt.BuilderFlag.TF32)  # on by default in TensorRT: fp32 engines stay IEEE fp32
     if fp16:
         if not builder.platform_has_fast_fp16:
             raise TensorRTBuildError("--fp16 asked for, but this GPU has no fast FP16")
@@ -97,16 +73,3 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, shapes: dict[str, tuple
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"tensorrt": trt.__version__, **gpu_identity(), "precision": "fp16" if fp16 else "fp32",
             "onnx": onnx_path.name, "profiles": {k: [list(s) for s in v] for k, v in shapes.items()}}
-
-
-def tensorrt_available() -> str | None:
-    """None if TensorRT and a GPU are usable here, else the reason they are not."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "tensorrt is not installed (pip install 'unioncam-rt[tensorrt]')"
-    try:
-        gpu_identity()
-    except TensorRTBuildError as exc:
-        return str(exc)
-    return None

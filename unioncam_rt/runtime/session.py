@@ -47,6 +47,13 @@ class Session:
     def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def max_rows(self, name: str) -> int | None:
+        """Largest first dimension input ``name`` may have in one call (None: no limit).
+
+        Callers chunk their inputs to fit (TensorRT engines have optimisation profiles).
+        """
+        return None
+
     def close(self) -> None:
         """Release the backend's resources."""
 

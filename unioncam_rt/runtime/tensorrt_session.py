@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DependencyError, UnionCamError, require
 from .session import Session
+from .tensorrt_env import engine_mismatch
 
 
 def _cudart():
@@ -22,6 +23,19 @@ def _cudart():
         except ImportError:
             raise DependencyError("the TensorRT backend needs cuda-python: pip install cuda-python") from None
     return cudart
+
+
+def _stream_handle(stream) -> int:
+    """The raw ``cudaStream_t`` address TensorRT's ``execute_async_v3`` takes.
+
+    cuda-bindings >= 12.9.1 deprecates ``int(cuda_obj)`` in favour of
+    ``cuda.bindings.utils.get_cuda_native_handle``; older releases only have ``int()``.
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(stream)
+    return int(get_cuda_native_handle(stream))
 
 
 def _check(result):
@@ -50,17 +64,12 @@ class _DeviceBuffer:
 
 def check_engine_metadata(path: Path, metadata: dict) -> None:
     """Refuse an engine built by another TensorRT version or for another GPU."""
-    from ..export.tensorrt_build import gpu_identity
     from ..manifest import EngineDirError
 
-    trt = require("tensorrt", "tensorrt")
-    if metadata.get("tensorrt") != trt.__version__:
-        raise EngineDirError(f"{path.name} was built with TensorRT {metadata.get('tensorrt')}, this is "
-                             f"{trt.__version__}; rebuild it with unioncam-rt export --tensorrt")
-    here = gpu_identity()
-    if metadata.get("compute_capability") != here["compute_capability"] or metadata.get("gpu") != here["gpu"]:
-        raise EngineDirError(f"{path.name} was built for {metadata.get('gpu')} (sm {metadata.get('compute_capability')}), "
-                             f"this GPU is {here['gpu']} (sm {here['compute_capability']}); rebuild it")
+    reason = engine_mismatch(metadata)
+    if reason:
+        raise EngineDirError(f"{path.name} was {reason}; rebuild it (unioncam-rt export --tensorrt, or let the "
+                             "export cache rebuild it by omitting --engine)")
 
 
 class TensorRTSession(Session):
@@ -88,7 +97,13 @@ class TensorRTSession(Session):
         outputs = [n for n in names if n not in inputs]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self.buffers = {n: _DeviceBuffer(self.cudart) for n in names}
+        # (min, opt, max) shapes of optimisation profile 0, the only one export builds
+        self.profile = {n: [tuple(s) for s in self.engine.get_tensor_profile_shape(n, 0)] for n in inputs}
         super().__init__(path, inputs, outputs)
+
+    def max_rows(self, name: str) -> int | None:
+        """Largest first dimension profile 0 admits for input ``name``."""
+        return int(self.profile[name][2][0]) if name in self.profile else None
 
     def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self.cudart
@@ -97,7 +112,10 @@ class TensorRTSession(Session):
         for name in self.input_names:
             array = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
             hosts[name] = array
-            self.context.set_input_shape(name, array.shape)
+            if not self.context.set_input_shape(name, array.shape):
+                low, _, high = self.profile[name]
+                raise UnionCamError(f"{self.path.name}: input {name} of shape {list(array.shape)} is outside the "
+                                    f"engine's optimisation profile ({list(low)} to {list(high)})")
             ptr = self.buffers[name].ensure(max(array.nbytes, 1))
             _check(cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, h2d, self.stream))
             self.context.set_tensor_address(name, ptr)
@@ -106,7 +124,7 @@ class TensorRTSession(Session):
             shape = tuple(self.context.get_tensor_shape(name))
             results[name] = np.empty(shape, dtype=self.dtypes[name])
             self.context.set_tensor_address(name, self.buffers[name].ensure(max(results[name].nbytes, 1)))
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(_stream_handle(self.stream)):
             raise UnionCamError(f"{self.path.name}: TensorRT execution failed")
         for name, array in results.items():
             _check(cudart.cudaMemcpyAsync(array.ctypes.data, self.buffers[name].ptr, array.nbytes, d2h, self.stream))
