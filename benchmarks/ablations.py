@@ -44,7 +44,7 @@ def main() -> None:
     from unioncam_rt.method.ops import gaussian_blur, softmax
     from unioncam_rt.method.scoring import ScoreCounter
     from unioncam_rt.metrics import AverageDropIncrease, InsertionDeletion, causal_curves, masked_probability
-    from unioncam_rt.runtime.factory import EngineOptions, open_engine
+    from unioncam_rt.runtime.exported import ExportedEngine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet-lite0")
@@ -60,7 +60,7 @@ def main() -> None:
         from unioncam_rt.export.pipeline import ExportConfig, export_model
 
         export_model(ExportConfig(args.model, Path(tmp) / "engine", weights=args.weights))
-        engine = open_engine(EngineOptions(engine_dir=Path(tmp) / "engine"))
+        engine = ExportedEngine(Path(tmp) / "engine")
         named = variants()
         scores = {name: (AverageDropIncrease(), InsertionDeletion()) for name, _ in named}
         fused_share = {name: [] for name, _ in named}

@@ -43,15 +43,15 @@ def worker(args) -> dict:
         import torch
 
         from unioncam_rt.images import load_image
-        from unioncam_rt.zoo import build_model
+        from unioncam_rt.sources.torch_source import build_classifier
 
-        model = build_model(args.model, args.weights)
+        model = build_classifier(args.model, args.weights)
         tool, method = args.tool, args.method
         if tool == "pytorch-grad-cam":
             from pytorch_grad_cam import GradCAM, ScoreCAM
             from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-            cam = (GradCAM if method == "gradcam" else ScoreCAM)(model=model, target_layers=[model.trunk])
+            cam = (GradCAM if method == "gradcam" else ScoreCAM)(model=model, target_layers=[model.target_module()])
             cam.batch_size = args.batch_size
 
             def run(x):
@@ -61,15 +61,15 @@ def worker(args) -> dict:
         else:
             from torchcam.methods import ScoreCAM
 
-            extractor = ScoreCAM(model, target_layer=model.trunk, batch_size=args.batch_size,
-                                 input_shape=(3, *model.spec.input_size))
+            extractor = ScoreCAM(model, target_layer=model.target_module(), batch_size=args.batch_size,
+                                 input_shape=(3, *model.input_size))
 
             def run(x):
                 with torch.no_grad():
                     scores = model(x)
                     return extractor(int(scores.argmax()), scores)
 
-        arrays = [torch.from_numpy(load_image(p, model.spec.input_size).array[None]) for p in images]
+        arrays = [torch.from_numpy(load_image(p, model.input_size).array[None]) for p in images]
         run(arrays[0])
         for x in arrays:
             started = time.perf_counter()

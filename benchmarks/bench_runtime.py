@@ -78,19 +78,19 @@ def worker(args) -> dict:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         from unioncam_rt.images import load_image
-        from unioncam_rt.zoo import build_model
+        from unioncam_rt.sources.torch_source import build_classifier
 
-        model = build_model(args.model, args.weights)
-        cam = ScoreCAM(model=model, target_layers=[model.trunk])
+        model = build_classifier(args.model, args.weights)
+        cam = ScoreCAM(model=model, target_layers=[model.target_module()])
         cam.batch_size = args.batch_size
         for path in images:
-            x = torch.from_numpy(load_image(path, model.spec.input_size).array[None])
+            x = torch.from_numpy(load_image(path, model.input_size).array[None])
             started = time.perf_counter()
             with torch.no_grad():
                 target = int(model(x).argmax())
             grey = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
             record["per_image_s"].append(time.perf_counter() - started)
-            record["passes"].append(int(model.activations(x).shape[1]))
+            record["passes"].append(int(model.logits_and_activations(x)[1].shape[1]))
             np.save(maps_dir / f"{path.stem}.npy", grey[0].astype(np.float32))
     else:
         from unioncam_rt.explainer import Explainer

@@ -12,18 +12,20 @@ DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet
 
 
 def tiny_model(seed: int = 0, dead_channels: int = 3, classes: int = 10, head: str = "vgg"):
-    """A CamModel: conv-relu-pool-conv-relu trunk (16 x 16 x 16 at 32 x 32) and a head:
-    ``"vgg"`` (max-pool, adaptive avg-pool, MLP with ReLU and dropout) or ``"dense"``
-    (flatten, MLP: gradients vary at every position, so the denoising threshold bites).
+    """A `TorchClassifier` over ``Sequential(trunk, head)``: conv-relu-pool-conv-relu trunk
+    (16 x 16 x 16 at 32 x 32, the target layer ``trunk``) and a head: ``"vgg"`` (max-pool,
+    adaptive avg-pool, MLP with ReLU and dropout) or ``"dense"`` (flatten, MLP: gradients
+    vary at every position, so the denoising threshold bites).
 
     ``dead_channels`` of the 16 target channels get a large negative bias, so they are
     constant (all zero after ReLU) for every input, like dead channels in real nets.
     """
+    from collections import OrderedDict
+
     import torch
     from torch import nn
 
-    from unioncam_rt.zoo.spec import ModelSpec
-    from unioncam_rt.zoo.torch_models import CamModel
+    from unioncam_rt.sources.torch_source import build_classifier
 
     torch.manual_seed(seed)
     trunk = nn.Sequential(
@@ -37,22 +39,23 @@ def tiny_model(seed: int = 0, dead_channels: int = 3, classes: int = 10, head: s
     else:
         layers = [nn.Flatten(1), nn.Linear(16 * 16 * 16, 32)]
     head = nn.Sequential(*layers, nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, classes))
-    spec = ModelSpec("tiny", "trunk.4", (32, 32), (0.5, 0.4, 0.3), (0.25, 0.2, 0.3), True, "test net")
-    return CamModel(spec, trunk, head, weights_sha256="tiny").eval()
+    net = nn.Sequential(OrderedDict(trunk=trunk, head=head))
+    return build_classifier(net, target_layer="trunk", input_size=(32, 32), mean=(0.5, 0.4, 0.3),
+                            std=(0.25, 0.2, 0.3), labels=[f"class{i}" for i in range(classes)])
 
 
 @pytest.fixture(scope="session")
 def tiny_engine():
     from unioncam_rt.runtime.torch_engine import TorchEngine
 
-    return TorchEngine(tiny_model(), [f"class{i}" for i in range(10)])
+    return TorchEngine(tiny_model())
 
 
 @pytest.fixture(scope="session")
 def tiny_dense_engine():
     from unioncam_rt.runtime.torch_engine import TorchEngine
 
-    return TorchEngine(tiny_model(seed=1, head="dense"), [f"class{i}" for i in range(10)])
+    return TorchEngine(tiny_model(seed=1, head="dense"))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """An independent, deliberately plain implementation of the UnionCAM method statement
 (``shared/design/unioncam-method.md``) in torch, one image and one channel at a time.
 
-It shares nothing with ``unioncam_rt.method``: torch autograd for gradients,
-``torch.quantile`` (linear, numpy's rule) for the percentile, ``F.interpolate`` for
-upsampling. Tests compare the package against it.
+It shares nothing with ``unioncam_rt.method`` or the runtime: its own forward hook on the
+target module, torch autograd for gradients, ``torch.quantile`` (linear, numpy's rule)
+for the percentile, ``F.interpolate`` for upsampling. Tests compare the package against it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,32 @@ def _minmax(x):
     return torch.zeros_like(x) if hi == lo else (x - lo) / (hi - lo)
 
 
+def logits_and_leaf_activations(model, x):
+    """Run ``model.net(model.normalize(x))`` with the target module's output replaced by a
+    leaf tensor that requires grad; return (logits, that leaf)."""
+    target = dict(model.net.named_modules())[model.target_layer]
+    seen = []
+
+    def hook(module, inputs, output):
+        leaf = output.detach().requires_grad_(True)
+        seen.append(leaf)
+        return leaf
+
+    handle = target.register_forward_hook(hook)
+    try:
+        logits = model.net(model.normalize(x))
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    return logits, seen[0]
+
+
 def unioncam_one(model, image, theta: float = 10.0, target: int | None = None):
-    """UnionCAM for one ``[3, H, W]`` image in [0, 1]; ``model`` has activations/head."""
+    """UnionCAM for one ``[3, H, W]`` image in [0, 1]; ``model`` has ``net``,
+    ``normalize`` and ``target_layer`` (a module name of ``net``)."""
     x = image[None].float()
     size = x.shape[-2:]
-    acts = model.activations(x).detach().requires_grad_(True)
-    logits = model.head(acts)
+    logits, acts = logits_and_leaf_activations(model, x)
     c = int(logits.argmax()) if target is None else target
     logits[0, c].backward()
     A, W = acts.detach()[0].double(), acts.grad[0].double()

@@ -47,7 +47,7 @@ def test_unioncam_matches_independent_implementation(request, engine_name, tiny_
     classes = [-1 if t is None else t for t in targets]
     out, cams, _, ctx = run(engine, tiny_images, "unioncam", classes=classes, theta=theta, batch_size=5)
     for i in range(len(tiny_images)):
-        ref = unioncam_one(engine.model, torch.from_numpy(tiny_images[i]), theta, targets[i])
+        ref = unioncam_one(engine.classifier, torch.from_numpy(tiny_images[i]), theta, targets[i])
         parts = out.union[i]
         assert ctx.features.class_index[i] == ref["class_index"]
         assert parts.branch == ref["branch"]

@@ -68,8 +68,8 @@ def test_evaluate_writes_reports_resumes_and_matches_an_independent_check(tmp_pa
 
     from unioncam_rt.evaluate import EvaluateConfig, evaluate
     from unioncam_rt.images import load_image
-    from unioncam_rt.runtime.factory import EngineOptions
-    from unioncam_rt.zoo import build_model
+    from unioncam_rt.sources import ModelSource
+    from unioncam_rt.sources.torch_source import build_classifier
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -78,7 +78,7 @@ def test_evaluate_writes_reports_resumes_and_matches_an_independent_check(tmp_pa
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"{name}.png")
     out = tmp_path / "eval"
     config = EvaluateConfig([folder], methods=["gradcam", "layercam"], out=out, save_maps=True, gallery=1,
-                            engine=EngineOptions("resnet18", "random:0"))
+                            source=ModelSource("resnet18", "random:0"))
     aggregate = evaluate(config, progress=False)
     assert set(aggregate) == {"gradcam", "layercam"} and aggregate["gradcam"]["images"] == 2
     for name in ("results.json", "results.csv", "table.md", "curves.png", "report.html"):
@@ -87,7 +87,7 @@ def test_evaluate_writes_reports_resumes_and_matches_an_independent_check(tmp_pa
     assert "Average Drop" in (out / "table.md").read_text()
 
     # independent Average Drop / Increase from the saved maps with the torch model
-    model = build_model("resnet18", "random:0")
+    model = build_classifier("resnet18", "random:0")
     results = json.loads((out / "results.json").read_text())
     for name in ("a", "b"):
         x = torch.from_numpy(load_image(folder / f"{name}.png", (224, 224)).array[None])

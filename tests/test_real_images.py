@@ -29,9 +29,9 @@ def test_explain_cli_on_real_photos_matches_independent_unioncam(tmp_path):
     assert result.exit_code == 0, result.output
 
     from unioncam_rt.images import load_image
-    from unioncam_rt.zoo import build_model
+    from unioncam_rt.sources.torch_source import build_classifier
 
-    model = build_model("efficientnet-lite0")
+    model = build_classifier("efficientnet-lite0")
     for row in rows:
         stem = row["file"].rsplit(".", 1)[0]
         record = json.loads((out / f"{stem}.json").read_text())

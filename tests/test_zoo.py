@@ -4,7 +4,8 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from unioncam_rt.errors import ModelError  # noqa: E402
-from unioncam_rt.zoo import MODELS, build_model, get_spec, imagenet_classes  # noqa: E402
+from unioncam_rt.sources.torch_source import build_classifier as build_model  # noqa: E402
+from unioncam_rt.zoo import MODELS, get_spec, imagenet_classes  # noqa: E402
 
 SHAPES = {"vgg16": (512, 14, 14), "resnet18": (512, 7, 7), "resnet50": (2048, 7, 7),
           "mobilenet_v2": (1280, 7, 7), "efficientnet-lite0": (1280, 7, 7)}
@@ -24,16 +25,35 @@ def reference_net(name):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_split_reproduces_the_whole_network(name):
+def test_zoo_classifier_is_the_whole_network_with_its_target_layer(name):
     model = build_model(name, None if name == "efficientnet-lite0" else "random:7")
-    x = torch.rand(2, 3, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, *model.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        acts = model.activations(x)
-        ours = model.head(acts)
+        ours, acts = model.logits_and_activations(x)
         theirs = reference_net(name)(model.normalize(x))
     assert tuple(acts.shape[1:]) == SHAPES[name]
-    assert ours.shape == (2, 1000)
+    assert ours.shape == (2, 1000) and len(model.class_names) == 1000
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,key", [("vgg16", "classifier.6"), ("resnet18", "fc"), ("mobilenet_v2", "classifier.1")])
+def test_a_fine_tuned_checkpoint_brings_its_class_count(tmp_path, name, key):
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(weights=None, num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "mine.pth")
+    (tmp_path / "labels.txt").write_text("crack\ndent\nscratch\nstain\nok\n")
+    model = build_model(name, tmp_path / "mine.pth", labels=tmp_path / "labels.txt")
+    assert model.class_names == ["crack", "dent", "scratch", "stain", "ok"]
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net.eval()(model.normalize(x)))
+    with pytest.raises(Exception, match="3 labels given but the model has 5 outputs"):
+        build_model(name, tmp_path / "mine.pth", labels=["a", "b", "c"])
+    state = net.state_dict()
+    state[f"{key}.bias"] = torch.zeros(7)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ModelError, match=f"tensor '{key}.bias' is \\[7\\] in the checkpoint but \\[5\\]"):
+        build_model(name, tmp_path / "bad.pth")
 
 
 def test_class_names_and_specs():
@@ -59,7 +79,7 @@ def test_weights_file_round_trip_and_bad_files(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         build_model("resnet18", tmp_path / "none.pth")
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
-    with pytest.raises(ModelError, match="do not fit resnet18"):
+    with pytest.raises(ModelError, match="does not fit resnet18: tensor 'layer1.0.conv1.weight'"):
         build_model("resnet18", tmp_path / "r50.pth")
 
 

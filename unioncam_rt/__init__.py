@@ -1,12 +1,46 @@
 """unioncam-rt: UnionCAM explanations of CNN classifiers, fast enough for production.
 
-Pipeline: model zoo (`zoo`) -> export (`export`) -> engines (`runtime`) -> the method
-(`method`) -> `explain` / CLI.
+Pipeline: model sources (`sources`, `zoo`) -> export (`export`) -> engines (`runtime`) ->
+the method (`method`) -> `explain` / CLI.
+
+Python API: `export` (any classifier -> an engine directory), `Explainer` and `explain`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from . import export as _export_package  # noqa: E402,F401  (see the note at `export` below)
 from .errors import UnionCamError  # noqa: E402
+
+
+def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=None, std=None, weights=None,
+           layout=None, target_layout="nchw", **options):
+    """Export a classifier into an engine directory that `Explainer` and every backend read.
+
+    Args:
+        model: an ``nn.Module`` instance, an ONNX file path, a zoo name, or
+            ``PATH.py:FUNCTION`` / ``package.module:FUNCTION``.
+        out: the engine directory to write.
+        target_layer: module name (torch) or tensor name (ONNX) whose output is explained.
+        labels: class names (a sequence, or a file: one per line / a JSON list).
+        input_size: (H, W) or one number. mean, std: per-channel normalisation of [0, 1] RGB.
+        weights: a state_dict file for the model (``weights_only=True``).
+        layout, target_layout: ONNX input / target layouts (``nchw`` or ``nhwc``).
+        **options: `unioncam_rt.export.pipeline.ExportConfig` fields (``opset``, ``check``,
+            ``tensorrt``, ``fp16``, ``max_batch``).
+
+    Returns:
+        The `ExportReport` (files, parity, manifest).
+    """
+    from .export.pipeline import ExportConfig, export_model
+
+    return export_model(ExportConfig(model, out, weights, labels, target_layer, input_size, mean, std, layout,
+                                     target_layout, **options))
+
+
+# Importing the ``unioncam_rt.export`` subpackage above (a light module, no torch) binds it
+# as this package's ``export`` attribute once; the function defined after it takes the
+# name, so ``unioncam_rt.export(...)`` exports while ``from unioncam_rt.export.pipeline
+# import ...`` still finds the subpackage through ``sys.modules``.
 
 
 def explain(image, model=None, target=None, method="unioncam", **kwargs):
@@ -24,4 +58,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["UnionCamError", "explain", "Explainer", "__version__"]
+__all__ = ["UnionCamError", "export", "explain", "Explainer", "__version__"]

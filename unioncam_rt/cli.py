@@ -16,12 +16,46 @@ from .zoo.spec import DEFAULT_MODEL, MODELS
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
     "UnionCAM explanations of CNN classifiers, fast enough for production."))
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"Zoo model: {', '.join(MODELS)}.")]
+MODEL_HELP = (f"A zoo name ({', '.join(MODELS)}), a Python factory PATH.py:FUNCTION or package.module:FUNCTION "
+              "returning an nn.Module, or an ONNX classifier file (*.onnx).")
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP + f" Default: {DEFAULT_MODEL}, "
+                                                 "or the --engine directory's model.")]
 WeightsOpt = Annotated[Optional[str], typer.Option(
-    "--weights", help="Weights: a state_dict .pth (loaded with weights_only=True), or 'random[:SEED]' "
-    "for tests. Default: the model's real ImageNet weights (efficientnet-lite0: offline; "
-    "torchvision models: torchvision's weights API).")]
+    "--weights", help="Weights: a state_dict .pth (loaded with weights_only=True; a zoo model takes its class count "
+    "from it), or 'random[:SEED]' for tests. Default: zoo models' real ImageNet weights (efficientnet-lite0: "
+    "offline; torchvision models: torchvision's weights API); a factory's own initialisation.")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(
+    "--labels", help="Class names, one per line (or a JSON list); their count must match the logits. Default: "
+    "ImageNet's for 1000 classes, else class_0, class_1...")]
+TargetOpt = Annotated[Optional[str], typer.Option(
+    "--target-layer", help="Where to take the activations: a module name as in named_modules() (torch), or an "
+    "intermediate tensor name (ONNX; see unioncam-rt inspect). Default: the zoo's choice, else the last 4-D "
+    "feature map before the logits.")]
+InputSizeOpt = Annotated[Optional[str], typer.Option(
+    "--input-size", help="H,W (or one number) the model takes. Default: zoo 224; ONNX: its declared size; else 224.")]
+MeanOpt = Annotated[Optional[str], typer.Option(
+    "--mean", help="Per-channel mean R,G,B of [0, 1] input, applied inside the graph. Default: the zoo model's, else ImageNet's.")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std R,G,B. Default: as --mean.")]
+LayoutOpt = Annotated[Optional[str], typer.Option(
+    "--layout", help="ONNX input layout: nchw or nhwc (graphs converted from TensorFlow/Keras). Default: detected.")]
+TargetLayoutOpt = Annotated[str, typer.Option(
+    "--target-layout", help="Layout of an ONNX target tensor: nchw or nhwc.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Masked images per engine call.")]
+
+
+def model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout):
+    """A `ModelSource` from the shared options, or None when nothing names a model."""
+    from .sources import ModelSource
+
+    if model is None:
+        given = [n for n, v in (("--weights", weights), ("--labels", labels), ("--target-layer", target_layer),
+                                ("--input-size", input_size), ("--mean", mean), ("--std", std),
+                                ("--layout", layout)) if v is not None]
+        if not given:
+            return None
+        model = DEFAULT_MODEL
+    return ModelSource(model, weights, str(labels) if labels is not None else None, target_layer, input_size,
+                       mean, std, layout, target_layout)
 
 
 @contextmanager
@@ -38,18 +72,13 @@ def user_errors():
 class ExplainConfig:
     inputs: list[Path]
     out: Path
-    model: str | None
-    weights: str | None
+    source: object  # ModelSource | None
+    engine: object  # EngineOptions
     target: str | None
     method: str
     theta: float
     batch_size: int
     save_npy: bool
-    backend: str
-    engine_dir: Path | None
-    providers: list[str] | None
-    precision: str
-    device: str
 
 
 def run_explain(config: ExplainConfig) -> int:
@@ -60,11 +89,13 @@ def run_explain(config: ExplainConfig) -> int:
     from .images import list_images
     from .outputs import unique_stems, write_explanation
 
+    from .cache import open_cached_engine
+
+    config.engine.check()
     paths = list_images(config.inputs)
-    explainer = Explainer(config.model, method=config.method, theta=config.theta,
-                          batch_size=config.batch_size, weights=config.weights, backend=config.backend,
-                          engine_dir=config.engine_dir, providers=config.providers,
-                          precision=config.precision, device=config.device, progress=True)
+    engine = open_cached_engine(config.source, config.engine, progress=True)
+    explainer = Explainer(engine=engine, method=config.method, theta=config.theta, batch_size=config.batch_size,
+                          progress=True)
     explainer.class_index(config.target)  # refuse a bad --class before any work
     stems = dict(zip(paths, unique_stems(paths)))
     failures: list[str] = []
@@ -88,50 +119,101 @@ def run_explain(config: ExplainConfig) -> int:
     return 0
 
 
+EngineOpt = Annotated[Optional[Path], typer.Option(
+    "--engine", help="Exported engine directory (unioncam-rt export). Default: export the model once into the cache "
+    "and reuse it.")]
+BackendOpt = Annotated[str, typer.Option(help="onnxruntime (torch-free), tensorrt, or torch (the reference).")]
+ProvidersOpt = Annotated[Optional[str], typer.Option(
+    help="ONNX Runtime providers, comma-separated, e.g. CPUExecutionProvider. Default: TensorRT, CUDA, CPU as installed.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="fp32 (exact); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after unioncam-rt quantize).")]
+DeviceOpt = Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")]
+
+
+def engine_options(engine, backend, providers, precision, device):
+    from .runtime.factory import EngineOptions
+
+    provider_list = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
+    return EngineOptions(backend, engine, provider_list, precision, device)
+
+
 @app.command()
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or directories (not recursive).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Zoo model: {', '.join(MODELS)}. Default: {DEFAULT_MODEL}, or the --engine directory's model.")] = None,
-    target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name to explain. Default: top-1.")] = None,
+    model: ModelOpt = None,
+    target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name (the model's labels) to explain. Default: top-1.")] = None,
     method: Annotated[str, typer.Option(help="unioncam, gradcam, gradcampp, scorecam, groupcam or layercam.")] = "unioncam",
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile, 0-100.")] = 10.0,
     batch_size: BatchOpt = 32,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("unioncam-out"),
     save_npy: Annotated[bool, typer.Option("--save-npy", help="Also write <stem>.cam.npy (float32, input resolution, [0, 1]).")] = False,
     weights: WeightsOpt = None,
-    engine: Annotated[Optional[Path], typer.Option("--engine", help="Exported engine directory (unioncam-rt export). Default: export the model once into the cache and reuse it.")] = None,
-    backend: Annotated[str, typer.Option(help="onnxruntime (torch-free), tensorrt, or torch (the reference).")] = "onnxruntime",
-    providers: Annotated[Optional[str], typer.Option(help="ONNX Runtime providers, comma-separated, e.g. CPUExecutionProvider. Default: TensorRT, CUDA, CPU as installed.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32 (exact); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after unioncam-rt quantize).")] = "fp32",
-    device: Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")] = "cpu",
+    labels: LabelsOpt = None,
+    target_layer: TargetOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    layout: LayoutOpt = None,
+    target_layout: TargetLayoutOpt = "nchw",
+    engine: EngineOpt = None,
+    backend: BackendOpt = "onnxruntime",
+    providers: ProvidersOpt = None,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "cpu",
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
-    provider_list = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
-    config = ExplainConfig(list(images), out, model, weights, target, method, theta, batch_size, save_npy,
-                           backend, engine, provider_list, precision, device)
     with user_errors():
+        source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
+        config = ExplainConfig(list(images), out, source, engine_options(engine, backend, providers, precision, device),
+                               target, method, theta, batch_size, save_npy)
         code = run_explain(config)
     raise typer.Exit(code)
 
 
 @app.command()
 def export(
-    model: ModelOpt = "vgg16",
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "vgg16",
     out: Annotated[Path, typer.Option("--out", "-o", help="Engine directory to write (replaced if it holds an earlier export).")] = Path("engines/vgg16"),
     weights: WeightsOpt = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    labels: LabelsOpt = None,
+    target_layer: TargetOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    layout: LayoutOpt = None,
+    target_layout: TargetLayoutOpt = "nchw",
+    opset: Annotated[int, typer.Option(help="ONNX opset of torch exports.")] = 17,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch of the TensorRT profiles.")] = 64,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="With --tensorrt: build FP16 engines too.")] = False,
-    check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch autograd on a sample.")] = True,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Compare the exported graphs with the reference on a sample.")] = True,
+    list_layers: Annotated[bool, typer.Option("--list-layers", help="List candidate target layers and exit (as unioncam-rt inspect).")] = False,
 ):
-    """Export a model: features.onnx (logits, activations, gradients), scores.onnx, manifest.json."""
+    """Export a classifier: features.onnx (logits, activations, gradients), scores.onnx, weights.bin, manifest.json."""
     from .export.pipeline import ExportConfig, export_model
 
-    config = ExportConfig(model, out, weights, opset, max_batch, tensorrt, fp16, check)
+    if list_layers:
+        inspect(model, weights, input_size, layout)
+        return
+    config = ExportConfig(model, out, weights, str(labels) if labels is not None else None, target_layer, input_size,
+                          mean, std, layout, target_layout, opset, max_batch, tensorrt, fp16, check)
     with user_errors():
         report = export_model(config, progress=True)
     typer.echo(report.summary())
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help=MODEL_HELP + " Or an engine directory.")],
+    weights: WeightsOpt = None,
+    input_size: InputSizeOpt = None,
+    layout: LayoutOpt = None,
+):
+    """List a model's candidate target layers (4-D feature maps) with their shapes, or describe an engine directory."""
+    from .inspection import describe
+
+    with user_errors():
+        typer.echo(describe(model, weights, input_size, layout))
 
 
 @app.command()
@@ -150,9 +232,9 @@ def quantize(
 
 @app.command()
 def evaluate(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (or use --labels).")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="CSV with file and class_index columns, e.g. ../shared/data/imagenet-sample-dev/labels.csv.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Zoo model. Default: {DEFAULT_MODEL}, or the --engine directory's model.")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (or use --labels-csv).")] = None,
+    labels_csv: Annotated[Optional[Path], typer.Option("--labels-csv", help="CSV with file and class_index columns, e.g. ../shared/data/imagenet-sample-dev/labels.csv.")] = None,
+    model: ModelOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: unioncam, gradcam, gradcampp, scorecam, groupcam, layercam.")] = "unioncam,gradcam,gradcampp,scorecam,groupcam,layercam",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate at most this many images.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; an interrupted run there is resumed.")] = Path("unioncam-eval"),
@@ -161,24 +243,31 @@ def evaluate(
     batch_size: BatchOpt = 32,
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile.")] = 10.0,
     weights: WeightsOpt = None,
-    engine: Annotated[Optional[Path], typer.Option("--engine", help="Exported engine directory (default: the export cache).")] = None,
-    backend: Annotated[str, typer.Option(help="onnxruntime, tensorrt or torch.")] = "onnxruntime",
+    labels: LabelsOpt = None,
+    target_layer: TargetOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    layout: LayoutOpt = None,
+    target_layout: TargetLayoutOpt = "nchw",
+    engine: EngineOpt = None,
+    backend: BackendOpt = "onnxruntime",
+    precision: PrecisionOpt = "fp32",
 ):
     """Score methods with Average Drop/Increase and Insertion/Deletion; writes results, tables, plots, report."""
-    from .evaluate import EvaluateConfig, evaluate as run
-    from .runtime.factory import EngineOptions
+    from .evaluate import EvaluateConfig, evaluate as run, markdown_table
 
-    if model is None and engine is None:
-        model = DEFAULT_MODEL
-    config = EvaluateConfig(list(images or []), labels, [m.strip() for m in methods.split(",") if m.strip()],
-                            limit, out, save_maps, gallery, batch_size, theta,
-                            EngineOptions(model, weights, backend, engine))
     with user_errors():
-        if not images and labels is None:
-            raise UnionCamError("give images or folders, or --labels CSV")
+        if labels is not None and labels_csv is None and labels.suffix.lower() == ".csv":
+            typer.echo(f"note: reading {labels} as the ground-truth CSV (--labels-csv); --labels names classes", err=True)
+            labels_csv, labels = labels, None
+        if not images and labels_csv is None:
+            raise UnionCamError("give images or folders, or --labels-csv CSV")
+        source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
+        config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
+                                limit, out, save_maps, gallery, batch_size, theta,
+                                engine_options(engine, backend, None, precision, "cpu"), source)
         aggregate = run(config)
-    from .evaluate import markdown_table
-
     typer.echo(markdown_table(aggregate))
     typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")
 

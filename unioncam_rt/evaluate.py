@@ -27,8 +27,11 @@ from .images import list_images, load_image
 from .method import METHODS
 from .method.ops import gaussian_blur
 from .metrics import AverageDropIncrease, InsertionDeletion, causal_curves, drop_and_increase, masked_probability, trapezoid_auc
-from .outputs import atomic_write_bytes, npy_bytes, overlay, png_bytes
-from .runtime.factory import EngineOptions, open_engine
+from .fileio import atomic_write_bytes, npy_bytes, png_bytes
+from .outputs import overlay
+from .cache import open_cached_engine
+from .runtime.factory import EngineOptions
+from .sources import ModelSource
 
 RECORDS = "records.jsonl"
 METRIC_KEYS = ("avg_drop", "avg_increase", "insertion", "deletion", "overall")
@@ -48,7 +51,8 @@ class EvaluateConfig:
         gallery: images shown in the HTML gallery (default 8).
         batch_size: engine batch size (default 32).
         theta: UnionCAM's percentile (default 10).
-        engine: how to run the model (backend, engine dir, weights...).
+        engine: how to run the model (backend, engine dir, precision...).
+        source: the model (default: the engine directory's, or efficientnet-lite0).
     """
 
     inputs: list[Path] = field(default_factory=list)
@@ -61,9 +65,10 @@ class EvaluateConfig:
     batch_size: int = 32
     theta: float = 10.0
     engine: EngineOptions = field(default_factory=EngineOptions)
+    source: ModelSource | None = None
 
 
-def read_labels(path: Path) -> list[tuple[Path, int]]:
+def read_label_rows(path: Path) -> list[tuple[Path, int]]:
     """(image path, class index) rows of a labels CSV."""
     if not path.is_file():
         raise UnionCamError(f"labels file {path} does not exist")
@@ -112,13 +117,13 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     if unknown or not config.methods:
         raise UnionCamError(f"unknown methods {unknown}; available: {', '.join(METHODS)}")
     if config.labels is not None:
-        items = read_labels(Path(config.labels))
+        items = read_label_rows(Path(config.labels))
     else:
         items = [(p, None) for p in list_images(list(config.inputs))]
     items = items[: config.limit] if config.limit else items
     if not items:
         raise UnionCamError("no images to evaluate")
-    engine = open_engine(config.engine, progress=progress)
+    engine = open_cached_engine(config.source, config.engine, progress=progress)
     explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size)
                   for m in config.methods}
     out = Path(config.out)
@@ -166,7 +171,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
                 _append(records_path, record)
                 records.append(record)
                 bar.update(1)
-    aggregate = write_reports(out, records, config, failures)
+    aggregate = write_reports(out, records, config, failures, engine.model_name)
     if failures:
         raise UnionCamError(f"{len(failures)} images could not be read: " + "; ".join(failures))
     return aggregate
@@ -235,7 +240,7 @@ def plot_curves(records: list[dict], methods: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def html_report(aggregate: dict[str, dict], records: list[dict], config: EvaluateConfig, out: Path) -> str:
+def html_report(aggregate: dict[str, dict], records: list[dict], config: EvaluateConfig, out: Path, model: str) -> str:
     methods = list(aggregate)
     rows = "".join(
         f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{a[k]:.4g}</td>" for k in METRIC_KEYS)
@@ -256,7 +261,7 @@ def html_report(aggregate: dict[str, dict], records: list[dict], config: Evaluat
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}
 .gallery td{{border:none;font-size:12px}}</style></head><body>
 <h1>unioncam-rt evaluation</h1>
-<p>model {html.escape(str(config.engine.model or ''))}, {len({r['image'] for r in records})} images, backend {html.escape(config.engine.backend)}.
+<p>model {html.escape(model)}, {len({r['image'] for r in records})} images, backend {html.escape(config.engine.backend)}.
 Average Drop and Deletion: lower is better; Average Increase, Insertion and Overall: higher is better.</p>
 <table><tr><th>method</th>{heads}<th>images</th><th>median explain s</th></tr>{rows}</table>
 <h2>Mean insertion and deletion curves</h2><img src="curves.png" alt="curves">
@@ -264,7 +269,7 @@ Average Drop and Deletion: lower is better; Average Increase, Insertion and Over
 """
 
 
-def write_reports(out: Path, records: list[dict], config: EvaluateConfig, failures: list[str]) -> dict:
+def write_reports(out: Path, records: list[dict], config: EvaluateConfig, failures: list[str], model: str) -> dict:
     methods = [m for m in config.methods if any(r["method"] == m for r in records)]
     aggregate = aggregate_records(records, methods)
     per_image: dict[str, dict] = {}
@@ -274,8 +279,8 @@ def write_reports(out: Path, records: list[dict], config: EvaluateConfig, failur
     engine = asdict(config.engine)
     engine["engine_dir"] = str(engine["engine_dir"]) if engine["engine_dir"] else None
     results = {"aggregate": aggregate, "per_image": per_image, "failures": failures,
-               "config": {"methods": config.methods, "theta": config.theta, "batch_size": config.batch_size,
-                          "engine": engine, "limit": config.limit}}
+               "config": {"model": model, "methods": config.methods, "theta": config.theta,
+                          "batch_size": config.batch_size, "engine": engine, "limit": config.limit}}
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=1) + "\n").encode())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -286,5 +291,5 @@ def write_reports(out: Path, records: list[dict], config: EvaluateConfig, failur
     atomic_write_bytes(out / "results.csv", buffer.getvalue().encode())
     atomic_write_bytes(out / "table.md", markdown_table(aggregate).encode())
     atomic_write_bytes(out / "curves.png", plot_curves(records, methods))
-    atomic_write_bytes(out / "report.html", html_report(aggregate, records, config, out).encode())
+    atomic_write_bytes(out / "report.html", html_report(aggregate, records, config, out, model).encode())
     return aggregate

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -15,75 +14,22 @@ import numpy as np
 
 from .errors import ModelError, UnionCamError
 from .images import LoadedImage, load_image
-from .method import METHODS, MethodContext, MethodOptions, UnionParts, finalize
+from .results import Explanation
+from .method import METHODS, MethodContext, MethodOptions, finalize
 from .method.ops import softmax
 from .method.scoring import ScoreCounter
 from .runtime.base import CamEngine
-from .runtime.factory import EngineOptions, open_engine
-from .zoo.spec import get_spec
+from .cache import open_cached_engine
+from .manifest import MANIFEST_NAME
+from .runtime.factory import EngineOptions
+from .sources import ModelSource
 
 Target = int | str | None
 
 
-@dataclass
-class Explanation:
-    """One image's explanation.
-
-    Attributes:
-        image: the image as read (original size, upright RGB).
-        model: zoo model name.
-        method: CAM method name.
-        cam: float32 ``[H, W]`` map in [0, 1] at the model input size.
-        class_index: the explained class.
-        class_name: its name.
-        probability: ``p_c(I)``.
-        top5: ``[(index, name, probability), ...]`` for the plain image.
-        masked_passes: masked forward passes run for this image.
-        constant_map: True if the map was constant (returned as zeros).
-        union: UnionCAM's parts (betas, branch, intermediate maps); ``None`` for other methods.
-        timings: seconds; batch-shared stages are split evenly over the batch.
-    """
-
-    image: LoadedImage
-    model: str
-    method: str
-    cam: np.ndarray
-    class_index: int
-    class_name: str
-    probability: float
-    top5: list[tuple[int, str, float]]
-    masked_passes: int
-    constant_map: bool
-    union: UnionParts | None
-    theta: float
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def branch(self) -> str | None:
-        return self.union.branch if self.union else None
-
-    def summary(self) -> dict:
-        """The JSON record written next to the maps."""
-        union = self.union
-        return {
-            "image": str(self.image.path) if self.image.path else None,
-            "model": self.model,
-            "method": self.method,
-            "class_index": self.class_index,
-            "class_name": self.class_name,
-            "probability": self.probability,
-            "top5": [{"class_index": i, "class_name": n, "probability": p} for i, n, p in self.top5],
-            "theta": self.theta if self.method == "unioncam" else None,
-            "beta_denoise": union.beta_denoise if union else None,
-            "beta_region": union.beta_region if union else None,
-            "beta_fused": union.beta_fused if union else None,
-            "branch": union.branch if union else None,
-            "masked_passes": self.masked_passes,
-            "constant_map": self.constant_map,
-            "input_size": list(self.cam.shape),
-            "original_size": [self.image.original_size[1], self.image.original_size[0]],
-            "timings": self.timings,
-        }
+def is_engine_dir(model) -> bool:
+    """True for a path to an exported engine directory (it holds a manifest)."""
+    return isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / MANIFEST_NAME).is_file()
 
 
 def resolve_class(target: Target, class_names: Sequence[str]) -> int:
@@ -125,25 +71,30 @@ class Explainer:
     """Explains images with one method over one engine, in batches.
 
     Args:
-        model: zoo model name (default ``"efficientnet-lite0"``, which works offline; with
-            ``engine_dir``, default: the directory's model).
+        model: what to explain: an exported engine directory, a zoo name (default
+            ``"efficientnet-lite0"``, which works offline), ``PATH.py:FUNCTION`` /
+            ``package.module:FUNCTION``, or an ONNX classifier file; a model that is not an
+            engine directory is exported once into the cache (see `unioncam_rt.cache`).
         method: one of `METHODS` (default ``"unioncam"``).
         theta: UnionCAM's denoising percentile (default 10).
         batch_size: masked images per engine call (default 32).
         images_per_step: images whose masks share engine calls (default 4).
-        weights: model weights (default: the real ones).
+        weights: model weights (default: zoo models' real ones).
         backend: ``"onnxruntime"`` (default), ``"tensorrt"`` or ``"torch"`` (the reference).
-        engine_dir: exported engine directory (default: export once into the cache).
+        engine_dir: exported engine directory (default: ``model`` if it is one, else the cache).
         providers: ONNX Runtime execution providers (default: the best available).
         precision: ``"fp32"`` (default), ``"fp16"`` or ``"int8"``; see `EngineOptions`.
         device: torch device of the torch backend (default ``"cpu"``).
         engine: an already-built `CamEngine` (then the engine options are not used).
         progress: show tqdm bars for exporting and masked scoring (default False).
+        **source_options: how to read a non-zoo model (``labels``, ``target_layer``,
+            ``input_size``, ``mean``, ``std``, ``layout``, ``target_layout``); see
+            `unioncam_rt.sources.ModelSource`.
     """
 
     def __init__(
         self,
-        model: str | None = None,
+        model=None,
         *,
         method: str = "unioncam",
         theta: float = 10.0,
@@ -157,6 +108,7 @@ class Explainer:
         device: str = "cpu",
         engine: CamEngine | None = None,
         progress: bool = False,
+        **source_options,
     ):
         if method not in METHODS:
             raise UnionCamError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
@@ -168,11 +120,14 @@ class Explainer:
         self.options = MethodOptions(theta=theta, batch_size=batch_size)
         self.images_per_step = images_per_step
         if engine is None:
-            if model is not None:
-                get_spec(model)
-            options = EngineOptions(model, weights, backend, Path(engine_dir) if engine_dir else None,
-                                    providers, precision, device)
-            engine = open_engine(options, progress=progress)
+            if engine_dir is None and is_engine_dir(model):
+                model, engine_dir = None, model
+            if isinstance(model, ModelSource):
+                source = model
+            else:
+                source = ModelSource(model, weights, **source_options) if model is not None else None
+            options = EngineOptions(backend, Path(engine_dir) if engine_dir else None, providers, precision, device)
+            engine = open_cached_engine(source, options, progress=progress)
         self.engine = engine
         self.progress = progress
 
@@ -253,12 +208,13 @@ class Explainer:
         return self.explain_loaded([loaded], [self.class_index(target)])[0]
 
 
-def explain(image, model: str | None = None, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:
+def explain(image, model=None, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:
     """Explain one image in one call.
 
     Args:
         image: a path, a PIL image or an HxWx3 uint8 RGB array.
-        model: zoo model name (default ``"efficientnet-lite0"``).
+        model: engine directory, zoo name (default ``"efficientnet-lite0"``), Python factory
+            or ONNX file; see `Explainer`.
         target: class index or name to explain (default: the top-1 prediction).
         method: CAM method (default ``"unioncam"``).
         **kwargs: passed to `Explainer` (``theta``, ``batch_size``, ``backend``, ``engine_dir``...).

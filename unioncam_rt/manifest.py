@@ -15,8 +15,17 @@ import numpy as np
 
 from .errors import UnionCamError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+FEATURES_FILE = "features.onnx"
+SCORES_FILE = "scores.onnx"
+WEIGHTS_FILE = "weights.bin"
+SCORES_INT8_FILE = "scores.int8.onnx"
+
+
+def trt_engine_name(graph: str, precision: str) -> str:
+    """File name of a TensorRT engine, e.g. ``features.fp16.engine``."""
+    return f"{graph}.{precision}.engine"
 
 
 class EngineDirError(UnionCamError):
@@ -36,13 +45,18 @@ class Manifest:
     """Contents of ``manifest.json`` (see the README's "Engine contract").
 
     Attributes:
-        model: zoo model name.
+        model: display name (zoo name, factory function name or ONNX file stem).
+        source: where the model came from: ``kind`` (``zoo``, ``python``, ``onnx``,
+            ``module``) and its details (zoo name and weights; factory ``PATH.py:FN``; ONNX
+            file name and sha256).
         weights_sha256: hash of the weights the graphs were exported from.
         input_size: (H, W).
         mean, std: normalisation inside the graphs.
-        target_layer: where activations are taken.
+        layout: the original model's input layout (``nchw`` or ``nhwc``); the graphs always
+            take NCHW.
+        target_layer: where activations are taken (module or tensor name).
         feature_shape: (K, h, w) of the activations.
-        class_names: one name per class.
+        class_names: one name per class (the user's labels).
         black_probs: softmax of the all-black image, one per class.
         opset: ONNX opset.
         versions: library versions used to export.
@@ -52,10 +66,12 @@ class Manifest:
     """
 
     model: str
+    source: dict
     weights_sha256: str
     input_size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    layout: str
     target_layer: str
     feature_shape: tuple[int, int, int]
     class_names: list[str]
@@ -102,12 +118,9 @@ class Manifest:
                                  f"{len(self.class_names)} classes")
         if len(self.input_size) != 2 or len(self.feature_shape) != 3:
             raise EngineDirError(f"{source}: input_size must be (H, W) and feature_shape (K, h, w)")
-        from .zoo.spec import MODELS
-
-        spec = MODELS.get(self.model)
-        if spec is not None and tuple(spec.input_size) != tuple(self.input_size):
-            raise EngineDirError(f"{source}: input size {self.input_size} does not match model "
-                                 f"{self.model} ({spec.input_size})")
+        for required in (FEATURES_FILE, SCORES_FILE):
+            if required not in self.files:
+                raise EngineDirError(f"{source}: does not list {required}; re-export")
         for name, digest in self.files.items():
             path = directory / name
             if not path.is_file():

@@ -1,21 +1,16 @@
-"""Writing explanations to disk: overlay PNG, 8-bit map PNG, JSON, optional .npy.
-
-Every file is written to a temporary name in the same folder and renamed into place, so
-an interrupted run never leaves a half-written file under a final name.
-"""
+"""Writing explanations to disk: overlay PNG, 8-bit map PNG, JSON, optional .npy
+(each file written atomically, see `unioncam_rt.fileio`)."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .explainer import Explanation
+from .fileio import atomic_write_bytes, npy_bytes, png_bytes
+from .results import Explanation
 
 
 def jet(values: np.ndarray) -> np.ndarray:
@@ -33,43 +28,6 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.5) -> Image.Im
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     mixed = (1 - alpha) * base + alpha * colours.astype(np.float32)
     return Image.fromarray(np.round(mixed).astype(np.uint8), "RGB")
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-UMASK = _current_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """A Pillow image encoded as PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array in ``.npy`` format."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def write_explanation(result: Explanation, out_dir: Path, stem: str, save_npy: bool = False) -> list[Path]:

@@ -1,16 +1,19 @@
-"""Export: zoo model -> ONNX graphs (``features`` with explicit gradients, ``scores`` for
-masked inputs) -> parity check -> TensorRT engines -> ``manifest.json``.
+"""Export: a classifier -> its forward graph -> ``features`` (with the head's gradient)
+and ``scores`` (masked inputs) sharing one weights file -> parity check -> TensorRT
+engines -> ``manifest.json``.
 
-Modules: `head_backward` (the head's backward in plain ops), `graphs` (the two torch
-modules traced), `onnx_export` (OnnxFromModel), `tensorrt_build` (EngineFromOnnx),
-`pipeline` (the whole export, atomic). All need the ``export`` extra (torch, onnx).
+Modules: `torch_to_onnx` (forward graph of a torch model), `onnx_classifier` (forward
+graph of an ONNX classifier), `autodiff` (the head's backward as ONNX nodes), `graphs`
+(the two engine graphs), `weights` (one shared weights file), `parity` (the self-check),
+`tensorrt_build` (EngineFromOnnx), `quantize` (INT8), `pipeline` (the whole export,
+atomic). All need the ``export`` extra (torch for torch models, onnx).
 """
 
 from __future__ import annotations
 
 
 def export_model(config, progress: bool = False):
-    """Export a zoo model; see `unioncam_rt.export.pipeline.export_model`."""
+    """Export a classifier; see `unioncam_rt.export.pipeline.export_model`."""
     from .pipeline import export_model as _export
 
     return _export(config, progress)

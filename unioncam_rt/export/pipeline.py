@@ -1,5 +1,7 @@
-"""``unioncam-rt export``: zoo model -> ONNX graphs -> parity check -> (TensorRT engines)
--> manifest, written into a temporary sibling folder and renamed into place at the end."""
+"""``unioncam-rt export``: a classifier (zoo, Python factory, nn.Module or ONNX file) ->
+forward graph -> ``features.onnx`` + ``scores.onnx`` sharing ``weights.bin`` -> parity
+check -> (TensorRT engines) -> ``manifest.json``, written into a temporary sibling folder
+and renamed into place at the end."""
 
 from __future__ import annotations
 
@@ -10,17 +12,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any, Sequence
 
 from .. import __version__
-from ..compare import Comparison, compare
+from ..compare import Comparison
 from ..errors import UnionCamError, require
-from ..manifest import MANIFEST_NAME, Manifest, sha256_file
-from ..runtime.exported import FEATURES_FILE, SCORES_FILE, trt_engine_name
-from ..zoo.spec import get_spec, imagenet_classes
-
-GRAPH_TOLERANCE = 1e-4  # max abs error relative to the reference tensor's max abs value
+from ..fileio import UMASK, atomic_write_bytes
+from ..manifest import FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, Manifest, load_manifest, sha256_file, trt_engine_name
+from ..sources import ModelSource, check_labels
 
 
 @dataclass
@@ -28,29 +27,42 @@ class ExportConfig:
     """Options of an export.
 
     Attributes:
-        model: zoo model name.
+        model: zoo name, ``PATH.py:FUNCTION``, ``package.module:FUNCTION``, ``*.onnx`` file,
+            or an ``nn.Module`` instance.
         out: the engine directory to create (replaced if it holds an earlier export).
-        weights: weights for the model (default: the real ones).
-        opset: ONNX opset (default 17).
+        weights, labels, target_layer, input_size, mean, std, layout, target_layout: how to
+            read the model; see `unioncam_rt.sources.ModelSource`.
+        opset: ONNX opset of torch exports (default 17).
         max_batch: largest batch the TensorRT profiles admit (default 64).
         tensorrt: also build TensorRT engines (default False).
         fp16: build FP16 TensorRT engines too (default False).
-        check: run the ONNX Runtime vs torch parity check (default True).
+        check: run the parity check against the reference (default True).
     """
 
-    model: str
+    model: Any
     out: Path
     weights: str | None = None
+    labels: str | Path | Sequence[str] | None = None
+    target_layer: str | None = None
+    input_size: Any = None
+    mean: Any = None
+    std: Any = None
+    layout: str | None = None
+    target_layout: str = "nchw"
     opset: int = 17
     max_batch: int = 64
     tensorrt: bool = False
     fp16: bool = False
     check: bool = True
 
+    def source(self) -> ModelSource:
+        return ModelSource(self.model, self.weights, self.labels, self.target_layer, self.input_size, self.mean,
+                           self.std, self.layout, self.target_layout)
+
 
 @dataclass
 class ExportReport:
-    """What an export wrote and how it compared with the torch reference."""
+    """What an export wrote and how it compared with the reference."""
 
     directory: Path
     files: dict[str, int] = field(default_factory=dict)
@@ -59,10 +71,13 @@ class ExportReport:
     manifest: Manifest | None = None
 
     def summary(self) -> str:
-        lines = [f"exported {self.manifest.model} to {self.directory}"]
+        m = self.manifest
+        lines = [f"exported {m.model} ({m.source.get('kind')}) to {self.directory}",
+                 f"  input {m.input_size[0]}x{m.input_size[1]} {m.layout}, target {m.target_layer} "
+                 f"{'x'.join(map(str, m.feature_shape))}, {m.num_classes} classes"]
         lines += [f"  {name:28s} {_size(size):>10s}" for name, size in self.files.items()]
         if self.parity:
-            lines.append("  parity, ONNX Runtime (CPU, fp32) vs torch autograd:")
+            lines.append("  parity, ONNX Runtime (CPU, fp32) vs the reference:")
             lines += [f"    {c}" for c in self.parity]
         lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return "\n".join(lines)
@@ -72,44 +87,18 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
 
-def sample_inputs(input_size, feature_shape, seed: int = 0):
-    """Deterministic smooth images, classes and masks for the parity check."""
-    from ..method.ops import resize_bilinear
-
-    rng = np.random.default_rng(seed)
-    height, width = input_size
-    images = np.clip(resize_bilinear(rng.random((2, 3, 8, 8)), (height, width)), 0, 1).astype(np.float32)
-    masks = rng.random((5, 1, *feature_shape[1:])).astype(np.float32)
-    return images, np.array([-1, 7], dtype=np.int64), masks, np.array([0, 1, 1, 0, 1]), np.array([1, 2, 3, 4, 5])
-
-
-def parity(engine_dir: Path, torch_engine, images, classes, masks, image_index, mask_classes,
-           tolerance: float = GRAPH_TOLERANCE) -> list[Comparison]:
-    """ONNX Runtime (CPU, fp32) on the exported graphs vs the torch autograd reference."""
-    from ..runtime.onnxruntime_session import OnnxRuntimeSession
-
-    ref = torch_engine.features(images, classes)
-    with OnnxRuntimeSession(engine_dir / FEATURES_FILE, ["CPUExecutionProvider"]) as session:
-        got = session.infer({"image": images, "class_index": classes})
-    with OnnxRuntimeSession(engine_dir / SCORES_FILE, ["CPUExecutionProvider"]) as session:
-        probs = session.infer({"image": images, "masks": masks, "image_index": image_index,
-                               "class_index": mask_classes})["probs"]
-    want_probs = torch_engine.masked_probs(images, masks, image_index, mask_classes)
-    return [
-        compare("logits", got["logits"], ref.logits, tolerance),
-        compare("activations", got["activations"], ref.activations, tolerance),
-        compare("gradients", got["gradients"], ref.gradients, tolerance),
-        compare("class_index", got["resolved_class_index"], ref.class_index, 0.0),
-        compare("probs", probs, want_probs, tolerance),
-    ]
-
-
 def _versions() -> dict[str, str]:
     import onnxruntime
 
-    torch, onnx = require("torch", "export"), require("onnx", "export")
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": sys.version.split()[0]}
+    onnx = require("onnx", "export")
+    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "python": sys.version.split()[0]}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - an ONNX export without torch
+        pass
+    return versions
 
 
 def _prepare_target(out: Path) -> None:
@@ -119,8 +108,6 @@ def _prepare_target(out: Path) -> None:
 
 def _replace_dir(staging: Path, out: Path) -> None:
     """Put ``staging`` at ``out``; an earlier export there is removed only after the move."""
-    from ..outputs import UMASK
-
     os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes 0700 folders
     old = None
     if out.exists():
@@ -131,20 +118,82 @@ def _replace_dir(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _build_forward(source: ModelSource, opset: int):
+    """The classifier, its forward graph, and its torch reference engine (None for ONNX)."""
+    if source.kind == "onnx":
+        from .onnx_classifier import load_onnx_classifier
+
+        classifier = load_onnx_classifier(source)
+        return classifier, classifier.forward, None
+    from ..runtime.torch_engine import TorchEngine
+    from ..sources.torch_source import load_torch_classifier
+    from .torch_to_onnx import forward_graph_from_torch
+
+    classifier = load_torch_classifier(source)
+    return classifier, forward_graph_from_torch(classifier, opset), TorchEngine(classifier)
+
+
+def _write_graphs(forward, staging: Path) -> None:
+    from .graphs import features_graph, scores_graph
+    from .onnx_graph import onnx
+    from .weights import WeightsFile
+
+    weights = WeightsFile(staging)
+    weights.externalize(forward.model)
+    forward.directory = staging
+    forward.measure()
+    for graph, name in ((features_graph(forward), FEATURES_FILE), (scores_graph(forward), SCORES_FILE)):
+        weights.externalize(graph)
+        onnx.save_model(graph, str(staging / name))
+        onnx.checker.check_model(str(staging / name))
+
+
+def build_tensorrt_engines(directory: Path, precisions: Sequence[str], input_size, feature_shape,
+                           max_batch: int) -> dict[str, dict]:
+    """Build TensorRT engines for ``precisions`` from the directory's ONNX graphs."""
+    from .tensorrt_build import TIMING_CACHE, engine_from_onnx, profile_shapes
+
+    engines = {}
+    for precision in precisions:
+        for graph, onnx_file in (("features", FEATURES_FILE), ("scores", SCORES_FILE)):
+            name = trt_engine_name(graph, precision)
+            shapes = profile_shapes(graph, input_size, feature_shape, max_batch)
+            engines[name] = engine_from_onnx(directory / onnx_file, directory / name, shapes,
+                                             precision == "fp16", directory / TIMING_CACHE)
+    return engines
+
+
+def add_tensorrt_engines(directory: str | Path, precision: str, max_batch: int = 64) -> None:
+    """(Re)build the TensorRT engines of one precision inside an existing engine directory
+    (the export cache does this when asked for them, or when they were built for another
+    GPU or TensorRT version). The manifest is rewritten last, atomically."""
+    from .tensorrt_build import tensorrt_available
+
+    reason = tensorrt_available()
+    if reason:
+        raise UnionCamError(f"--backend tensorrt: {reason}")
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    engines = build_tensorrt_engines(directory, [precision], manifest.input_size, manifest.feature_shape, max_batch)
+    manifest.engines.update(engines)
+    for name in engines:
+        manifest.files[name] = sha256_file(directory / name)
+    atomic_write_bytes(directory / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
+
+
 def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
-    """Export a zoo model into an engine directory (see `ExportConfig`).
+    """Export a classifier into an engine directory (see `ExportConfig`).
 
     Raises:
-        UnionCamError: bad options, unsupported head layer, parity failure, TensorRT errors.
-            Nothing is left at ``config.out`` (or an earlier export there stays as it was).
+        UnionCamError: bad options, an unusable model (see `unioncam_rt.sources`), an
+            unsupported head operator, a parity failure, TensorRT errors. Nothing is left at
+            ``config.out`` (an earlier export there stays as it was).
     """
     from tqdm.auto import tqdm
 
-    from ..runtime.torch_engine import TorchEngine
-    from ..zoo.torch_models import build_model
-    from .onnx_export import features_onnx_from_model, scores_onnx_from_model
+    from .parity import black_probs, onnx_parity, sample_inputs, torch_parity
 
-    spec = get_spec(config.model)
+    source = config.source()
     if config.max_batch < 1:
         raise UnionCamError(f"--max-batch {config.max_batch} must be at least 1")
     if config.fp16 and not config.tensorrt:
@@ -160,9 +209,8 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     report = ExportReport(directory=out)
-    steps = ["build model", "features.onnx", "scores.onnx", "black image", "parity"]
-    steps += ["tensorrt"] if config.tensorrt else []
-    bar = tqdm(total=len(steps), desc=f"export {config.model}", unit="step", disable=None if progress else True)
+    steps = ["model", "graphs", "black image", "parity"] + (["tensorrt"] if config.tensorrt else [])
+    bar = tqdm(total=len(steps), desc=f"export {source.name}", unit="step", disable=None if progress else True)
 
     def step(name, started):
         report.seconds[name] = time.perf_counter() - started
@@ -171,42 +219,39 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
 
     try:
         t = time.perf_counter()
-        model = build_model(config.model, config.weights)
-        classes = list(imagenet_classes())
-        reference = TorchEngine(model, classes)
-        height, width = spec.input_size
-        feature_shape = tuple(int(d) for d in reference.features(
-            np.zeros((1, 3, height, width), np.float32), np.array([0])).activations.shape[1:])
-        t = step("build model", t)
-        features_onnx_from_model(model, staging / FEATURES_FILE, config.opset)
-        t = step("features.onnx", t)
-        scores_onnx_from_model(model, staging / SCORES_FILE, feature_shape[1:], config.opset)
-        t = step("scores.onnx", t)
-        black = reference.black_probs()
+        classifier, forward, reference = _build_forward(source, config.opset)
+        t = step("model", t)
+        _write_graphs(forward, staging)
+        classes = check_labels(source.label_names(), forward.num_classes) if reference is None \
+            else classifier.class_names
+        t = step("graphs", t)
+        black = black_probs(staging, forward.input_size)
         t = step("black image", t)
         if config.check:
-            report.parity = parity(staging, reference, *sample_inputs(spec.input_size, feature_shape))
+            images, chosen, masks, index, mask_classes = sample_inputs(forward.input_size, forward.feature_shape,
+                                                                       forward.num_classes)
+            if reference is not None:
+                report.parity = torch_parity(staging, reference, images, chosen, masks, index, mask_classes)
+            else:
+                report.parity = onnx_parity(staging, classifier, images, chosen)
             failed = [c for c in report.parity if not c.ok]
             if failed:
-                raise UnionCamError("exported graphs disagree with torch: " + "; ".join(map(str, failed)))
+                raise UnionCamError("exported graphs disagree with the reference: " + "; ".join(map(str, failed)))
         t = step("parity", t)
         engines = {}
         if config.tensorrt:
-            from .tensorrt_build import TIMING_CACHE, engine_from_onnx, profile_shapes
-
-            for precision in ["fp32"] + (["fp16"] if config.fp16 else []):
-                for graph, onnx_file in (("features", FEATURES_FILE), ("scores", SCORES_FILE)):
-                    name = trt_engine_name(graph, precision)
-                    shapes = profile_shapes(graph, spec.input_size, feature_shape, config.max_batch)
-                    engines[name] = engine_from_onnx(staging / onnx_file, staging / name, shapes,
-                                                     precision == "fp16", staging / TIMING_CACHE)
+            engines = build_tensorrt_engines(staging, ["fp32"] + (["fp16"] if config.fp16 else []),
+                                             forward.input_size, forward.feature_shape, config.max_batch)
             t = step("tensorrt", t)
         files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        layout = getattr(classifier, "layout", "nchw")
+        weights_sha = classifier.weights_sha256 if reference is not None else classifier.sha256
         manifest = Manifest(
-            model=config.model, weights_sha256=model.weights_sha256, input_size=tuple(spec.input_size),
-            mean=tuple(spec.mean), std=tuple(spec.std), target_layer=spec.target_layer,
-            feature_shape=feature_shape, class_names=classes, black_probs=[float(p) for p in black],
-            opset=config.opset, versions=_versions(), files={name: sha256_file(staging / name) for name in files},
+            model=source.name, source=classifier.source_info, weights_sha256=weights_sha,
+            input_size=tuple(forward.input_size), mean=tuple(classifier.mean), std=tuple(classifier.std),
+            layout=layout, target_layer=classifier.target_layer, feature_shape=forward.feature_shape,
+            class_names=list(classes), black_probs=[float(p) for p in black], opset=_opset(forward),
+            versions=_versions(), files={name: sha256_file(staging / name) for name in files},
             unioncam_rt=__version__, engines=engines,
         )
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
@@ -219,3 +264,9 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
     finally:
         bar.close()
     return report
+
+
+def _opset(forward) -> int:
+    from .onnx_graph import model_opset
+
+    return model_opset(forward.model)

@@ -20,10 +20,9 @@ import numpy as np
 
 from ..errors import UnionCamError, require
 from ..images import list_images, load_image
-from ..manifest import MANIFEST_NAME, load_manifest, sha256_file
+from ..manifest import FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, SCORES_INT8_FILE, load_manifest, sha256_file
 from ..method.ops import is_constant, minmax
-from ..outputs import UMASK, atomic_write_bytes
-from ..runtime.exported import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE
+from ..fileio import UMASK, atomic_write_bytes
 
 
 @dataclass

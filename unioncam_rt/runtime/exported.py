@@ -7,20 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError
-from ..manifest import EngineDirError, Manifest, load_manifest
+from ..manifest import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE, EngineDirError, Manifest, load_manifest, trt_engine_name
 from ..method.ops import softmax
 from .base import FeatureBatch
 from .session import Session
 
-FEATURES_FILE = "features.onnx"
-SCORES_FILE = "scores.onnx"
-SCORES_INT8_FILE = "scores.int8.onnx"
 BACKENDS = ("onnxruntime", "tensorrt")
-
-
-def trt_engine_name(graph: str, precision: str) -> str:
-    """File name of a TensorRT engine, e.g. ``features.fp16.engine``."""
-    return f"{graph}.{precision}.engine"
 
 
 def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: list[str] | None,
@@ -49,6 +41,20 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
             sessions.append(TensorRTSession(directory / name, manifest.engines[name]))
         return sessions[0], sessions[1]
     raise UnionCamError(f"backend {backend!r} unknown; available: {', '.join(BACKENDS)}, torch")
+
+
+def mask_chunks(image_index: np.ndarray, max_masks: int, max_images: int) -> list[slice]:
+    """Consecutive row ranges of at most ``max_masks`` rows referencing at most
+    ``max_images`` distinct images each."""
+    chunks, start, seen = [], 0, set()
+    for row, image in enumerate(image_index.tolist()):
+        if row - start == max_masks or (image not in seen and len(seen) == max_images):
+            chunks.append(slice(start, row))
+            start, seen = row, set()
+        seen.add(image)
+    if start < len(image_index):
+        chunks.append(slice(start, len(image_index)))
+    return chunks
 
 
 class ExportedEngine:
@@ -82,22 +88,51 @@ class ExportedEngine:
             raise UnionCamError(f"images must be [B, {', '.join(map(str, expected))}]; got {list(images.shape)}")
         return images.astype(np.float32, copy=False)
 
+    def _check_classes(self, class_index, allow_top1: bool) -> np.ndarray:
+        classes = np.asarray(class_index, dtype=np.int64).reshape(-1)
+        low = -1 if allow_top1 else 0
+        bad = (classes < low) | (classes >= len(self.class_names))
+        if bad.any():
+            raise UnionCamError(f"class index {int(classes[bad][0])} out of range; this model has classes "
+                                f"0..{len(self.class_names) - 1}" + (" (or -1 for top-1)" if allow_top1 else ""))
+        return classes
+
     def features(self, images: np.ndarray, class_index: np.ndarray) -> FeatureBatch:
-        out = self.features_session.infer({
-            "image": self._check_images(images),
-            "class_index": np.asarray(class_index, dtype=np.int64),
-        })
+        images = self._check_images(images)
+        classes = self._check_classes(class_index, allow_top1=True)
+        if len(classes) != len(images):
+            raise UnionCamError(f"{len(classes)} class indices for {len(images)} images")
+        step = self.features_session.max_rows("image") or max(len(images), 1)
+        parts = [self.features_session.infer({"image": images[i:i + step], "class_index": classes[i:i + step]})
+                 for i in range(0, len(images), step)]
+        out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         return FeatureBatch(out["logits"], out["activations"], out["gradients"],
                             out["resolved_class_index"].astype(np.int64))
 
     def masked_probs(self, images, masks, image_index, class_index) -> np.ndarray:
-        out = self.scores_session.infer({
-            "image": self._check_images(images),
-            "masks": masks.astype(np.float32, copy=False),
-            "image_index": np.asarray(image_index, dtype=np.int64),
-            "class_index": np.asarray(class_index, dtype=np.int64),
-        })
-        return out["probs"]
+        """Checked on the host first: TensorRT answers an out-of-range ``Gather`` index with
+        zeros instead of an error. Calls are chunked to the session's profile limits."""
+        images = self._check_images(images)
+        image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
+        classes = self._check_classes(class_index, allow_top1=False)
+        masks = masks.astype(np.float32, copy=False)
+        if not len(masks) == len(image_index) == len(classes):
+            raise UnionCamError(f"{len(masks)} masks, {len(image_index)} image indices and {len(classes)} classes differ in count")
+        if len(image_index) and (image_index.min() < 0 or image_index.max() >= len(images)):
+            raise UnionCamError(f"image_index must lie in 0..{len(images) - 1}; got {int(image_index.min())}..{int(image_index.max())}")
+        session = self.scores_session
+        max_masks = session.max_rows("masks") or max(len(masks), 1)
+        max_images = session.max_rows("image") or max(len(images), 1)
+        probs = np.empty(len(masks), dtype=np.float32)
+        for rows in mask_chunks(image_index, max_masks, max_images):
+            used, local = np.unique(image_index[rows], return_inverse=True)
+            probs[rows] = session.infer({
+                "image": images[used] if len(used) < len(images) else images,
+                "masks": masks[rows],
+                "image_index": local.reshape(-1).astype(np.int64),
+                "class_index": classes[rows],
+            })["probs"]
+        return probs
 
     def probs(self, images: np.ndarray) -> np.ndarray:
         logits = self.features(images, np.full(len(images), -1, dtype=np.int64)).logits

@@ -11,6 +11,10 @@ from ..errors import UnionCamError
 from .session import Session
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# ONNX Runtime 1.32's MatmulTransposeFusion computes Transpose -> MatMul with a 1-D right
+# operand wrongly (4% off on a softmax attention-pooling head, see
+# tests/test_head_gradients.py); it brings nothing measurable to CNNs, so it stays off.
+DISABLED_OPTIMIZERS = ["MatmulTransposeFusion"]
 
 
 def choose_providers(requested: list[str] | None = None) -> list[str]:
@@ -48,7 +52,8 @@ class OnnxRuntimeSession(Session):
         options.log_severity_level = 3
         self.providers = choose_providers(providers)
         try:
-            self.session = ort.InferenceSession(os.fspath(path), options, providers=self.providers)
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=self.providers,
+                                                disabled_optimizers=DISABLED_OPTIMIZERS)
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidGraph types
             raise UnionCamError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
         super().__init__(path, [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])

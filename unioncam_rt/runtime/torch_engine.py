@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import require
+from ..errors import UnionCamError, require
 from .base import FeatureBatch
 
 torch = require("torch", "export")
@@ -13,20 +13,20 @@ F = torch.nn.functional
 
 
 class TorchEngine:
-    """`CamEngine` over a `CamModel` in torch (CPU or CUDA).
+    """`CamEngine` over a `unioncam_rt.sources.torch_source.TorchClassifier` (CPU or CUDA).
+
+    Activations are the target module's output (a forward hook); gradients are
+    ``d logit[c] / d A`` from autograd, with ``A`` made a leaf so nothing before it is
+    differentiated.
 
     Args:
-        model: a `unioncam_rt.zoo.torch_models.CamModel` (or any module with ``normalize``,
-            ``trunk``, ``head`` and a ``spec``).
-        class_names: names for the model's classes.
+        classifier: the torch classifier (any ``forward`` code).
         device: torch device string (default ``"cpu"``).
         precision: ``"fp32"`` (default) or ``"fp16"`` (CUDA only: weights and inputs in half;
             outputs returned as float32).
     """
 
-    def __init__(self, model, class_names, device: str = "cpu", precision: str = "fp32"):
-        from ..errors import UnionCamError
-
+    def __init__(self, classifier, device: str = "cpu", precision: str = "fp32"):
         if precision not in ("fp32", "fp16"):
             raise UnionCamError(f"the torch backend runs fp32 or fp16, not {precision}")
         self.device = torch.device(device)
@@ -35,14 +35,15 @@ class TorchEngine:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise UnionCamError(f"device {device} requested but torch sees no CUDA GPU")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.eval().to(self.device, self.dtype)
-        self.model_name = model.spec.name
-        self.input_size = tuple(model.spec.input_size)
-        self.class_names = list(class_names)
+        self.classifier = classifier.eval().to(self.device, self.dtype)
+        self.model_name = classifier.name
+        self.input_size = tuple(classifier.input_size)
+        self.class_names = list(classifier.class_names)
         self._black: np.ndarray | None = None
         with torch.inference_mode():
             probe = torch.zeros(1, 3, *self.input_size, device=self.device, dtype=self.dtype)
-            self.feature_shape = tuple(int(d) for d in self.model.activations(probe).shape[1:])
+            _, acts = self.classifier.logits_and_activations(probe)
+            self.feature_shape = tuple(int(d) for d in acts.shape[1:])
 
     def _tensor(self, array: np.ndarray):
         tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -51,8 +52,7 @@ class TorchEngine:
     def features(self, images: np.ndarray, class_index: np.ndarray) -> FeatureBatch:
         x = self._tensor(images.astype(np.float32))
         with torch.enable_grad():
-            acts = self.model.activations(x).detach().requires_grad_(True)
-            logits = self.model.head(acts)
+            logits, acts = self.classifier.logits_and_activations(x, leaf=True)
             wanted = self._tensor(np.asarray(class_index, dtype=np.int64))
             resolved = torch.where(wanted < 0, logits.argmax(dim=1), wanted)
             selected = logits.gather(1, resolved[:, None]).sum()
@@ -69,14 +69,14 @@ class TorchEngine:
         x = self._tensor(images.astype(np.float32))
         up = F.interpolate(self._tensor(masks.astype(np.float32)), size=self.input_size,
                            mode="bilinear", align_corners=False)
-        logits = self.model(x[self._tensor(image_index.astype(np.int64))] * up).float()
+        logits = self.classifier(x[self._tensor(image_index.astype(np.int64))] * up).float()
         probs = F.softmax(logits, dim=1)
         picked = probs.gather(1, self._tensor(class_index.astype(np.int64))[:, None])[:, 0]
         return picked.float().cpu().numpy()
 
     @torch.inference_mode()
     def probs(self, images: np.ndarray) -> np.ndarray:
-        logits = self.model(self._tensor(images.astype(np.float32))).float()
+        logits = self.classifier(self._tensor(images.astype(np.float32))).float()
         return F.softmax(logits, dim=1).cpu().numpy()
 
     def black_probs(self) -> np.ndarray:

