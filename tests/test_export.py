@@ -78,7 +78,7 @@ def test_a_wrong_backward_rule_fails_the_onnx_export_check(tmp_path, monkeypatch
     (here a Gemm rule with the wrong sign); every rule's exactness is tested against
     autograd in test_head_gradients.py."""
     from unioncam_rt.errors import UnionCamError
-    from unioncam_rt.export import autodiff
+    from unioncam_rt.export import backward
 
     from . import heads
 
@@ -87,12 +87,12 @@ def test_a_wrong_backward_rule_fails_the_onnx_export_check(tmp_path, monkeypatch
     torch.onnx.export(heads.WithFeatures(net), (torch.rand(2, 3, 16, 16),), str(path), input_names=["input"],
                       output_names=["out", "feat"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}, "feat": {0: "n"}},
                       opset_version=17, dynamo=False)
-    right = autodiff.RULES["Gemm"]
+    right = backward.RULES["Gemm"]
 
     def wrong(ctx, node, grads):
         return {name: ctx.emit.op("Neg", [grad]) for name, grad in right(ctx, node, grads).items()}
 
-    monkeypatch.setitem(autodiff.RULES, "Gemm", wrong)
+    monkeypatch.setitem(backward.RULES, "Gemm", wrong)
     with pytest.raises(UnionCamError, match="central differences"):
         export_model(ExportConfig(str(path), tmp_path / "e", target_layer="feat"))
     assert list(tmp_path.iterdir()) == [path]

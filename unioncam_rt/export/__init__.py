@@ -3,7 +3,7 @@ and ``scores`` (masked inputs) sharing one weights file -> parity check -> Tenso
 engines -> ``manifest.json``.
 
 Modules: `torch_to_onnx` (forward graph of a torch model), `onnx_classifier` (forward
-graph of an ONNX classifier), `autodiff` (the head's backward as ONNX nodes), `graphs`
+graph of an ONNX classifier), `backward` (the head's backward as ONNX nodes, one module per operator family), `graphs`
 (the two engine graphs), `weights` (one shared weights file), `parity` (the self-check),
 `tensorrt_build` (EngineFromOnnx), `quantize` (INT8), `pipeline` (the whole export,
 atomic). All need the ``export`` extra (torch for torch models, onnx).

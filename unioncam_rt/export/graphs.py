@@ -5,7 +5,7 @@ normalisation and any layout change are inside) and returns ``logits`` ``[B, C]`
 ``activations`` ``[B, K, h, w]``. From it:
 
 * ``features`` = forward + class choice (``-1`` -> top-1, inside the graph) + the head's
-  backward (`autodiff.head_backward`): ``(image, class_index) -> (logits, activations,
+  backward (`backward.head_backward`): ``(image, class_index) -> (logits, activations,
   gradients, resolved_class_index)``;
 * ``scores`` = ``softmax(f(image[image_index] * up(masks)))[class_index]`` with ``up``
   bilinear, half-pixel centres, inside the graph.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError
-from .autodiff import check_no_bypass, head_backward, head_nodes
+from .backward import check_no_bypass, head_backward, head_nodes
 from .onnx_graph import Emitter, GraphReader, TensorProto, helper, onnx, run_onnx, tensor_info
 
 FEATURES_INPUTS = ("image", "class_index")

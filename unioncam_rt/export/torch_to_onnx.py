@@ -3,7 +3,7 @@
 The whole network (normalisation included) is traced once with torch's TorchScript ONNX
 exporter; the target module's output becomes the ``activations`` output through a
 forward hook, so any ``forward`` code works. The head's backward is then built over this
-graph (`unioncam_rt.export.autodiff`), the same way for torch and ONNX models.
+graph (`unioncam_rt.export.backward`), the same way for torch and ONNX models.
 """
 
 from __future__ import annotations

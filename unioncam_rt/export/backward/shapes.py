@@ -1,0 +1,105 @@
+"""Backward rules of operators that only move values: reshape, transpose, concat, split,
+slice, pad."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..onnx_graph import attributes, numpy_helper
+from .context import Context, fail, rank_axis
+
+
+def reshape_back_rule(ctx: Context, node, grads):
+    x = node.input[0]
+    if not ctx.needs(x):
+        return {}
+    return {x: ctx.emit.op("Reshape", [grads[0], ctx.emit.shape_of(x)])}
+
+
+def transpose_rule(ctx: Context, node, grads):
+    x = node.input[0]
+    if not ctx.needs(x):
+        return {}
+    perm = attributes(node).get("perm") or list(reversed(range(len(ctx.shape(x)))))
+    inverse = [int(i) for i in np.argsort(perm)]
+    return {x: ctx.emit.op("Transpose", [grads[0]], perm=inverse)}
+
+
+def concat_rule(ctx: Context, node, grads):
+    e = ctx.emit
+    rank = len(ctx.shape(node.output[0]))
+    axis = rank_axis(attributes(node)["axis"], rank)
+    result, offset = {}, 0
+    for name in node.input:
+        size = ctx.shape(name)[axis]
+        if size is None:
+            fail(node, "concatenation along the batch axis is not supported")
+        if ctx.needs(name):
+            grad = e.slice(grads[0], [offset], [offset + size], [axis])
+            result[name] = e.op("Add", [result[name], grad]) if name in result else grad
+        offset += size
+    return result
+
+
+def split_rule(ctx: Context, node, grads):
+    x = node.input[0]
+    if not ctx.needs(x):
+        return {}
+    e = ctx.emit
+    rank = len(ctx.shape(x))
+    axis = rank_axis(attributes(node).get("axis", 0), rank)
+    parts = []
+    for out, grad in zip(node.output, grads):
+        if grad is None:
+            grad = e.op("ConstantOfShape", [e.shape_of(out)], value=numpy_helper.from_array(np.zeros(1, np.float32)))
+        parts.append(grad)
+    return {x: e.op("Concat", parts, axis=axis)}
+
+
+def slice_rule(ctx: Context, node, grads):
+    x = node.input[0]
+    if not ctx.needs(x):
+        return {}
+    shape = ctx.shape(x)
+    starts = ctx.const_input(node, 1, "starts")
+    ends = ctx.const_input(node, 2, "ends")
+    axes = ctx.const_input(node, 3, "axes")
+    steps = ctx.const_input(node, 4, "steps")
+    axes = list(range(len(starts))) if axes is None else [rank_axis(int(a), len(shape)) for a in axes]
+    if steps is not None and any(int(s) != 1 for s in steps):
+        fail(node, "only slices with step 1 have a backward rule")
+    pads = [0] * (2 * len(shape))
+    for axis, start, end in zip(axes, starts, ends):
+        dim = shape[axis]
+        if dim is None:
+            fail(node, "slicing the batch axis is not supported")
+        start = int(np.clip(start + dim if start < 0 else start, 0, dim))
+        end = int(np.clip(end + dim if end < 0 else end, 0, dim))
+        pads[axis], pads[axis + len(shape)] = start, dim - max(end, start)
+    return {x: ctx.emit.pad(grads[0], pads)}
+
+
+def pad_rule(ctx: Context, node, grads):
+    x = node.input[0]
+    if not ctx.needs(x):
+        return {}
+    attrs = attributes(node)
+    if attrs.get("mode", b"constant") not in (b"constant", "constant"):
+        fail(node, "only constant padding has a backward rule")
+    pads = ctx.const_input(node, 1, "pads") if len(node.input) > 1 else np.asarray(attrs["pads"])
+    shape = ctx.shape(x)
+    axes = ctx.const_input(node, 3, "axes") if len(node.input) > 3 and node.input[3] else None
+    axes = list(range(len(shape))) if axes is None else [rank_axis(int(a), len(shape)) for a in axes]
+    n = len(axes)
+    starts, ends, sliced = [], [], []
+    for i, axis in enumerate(axes):
+        before, after = int(pads[i]), int(pads[i + n])
+        if before < 0 or after < 0:
+            fail(node, "negative (cropping) pads are not supported")
+        if before or after:
+            if shape[axis] is None:
+                fail(node, "padding the batch axis is not supported")
+            starts.append(before)
+            ends.append(before + shape[axis])
+            sliced.append(axis)
+    return {x: ctx.emit.slice(grads[0], starts, ends, sliced) if sliced else grads[0]}
