@@ -55,6 +55,10 @@ def cpp_build(request) -> Path:
     import openvino
 
     build = Path(request.config.cache.mkdir("unioncam-cpp-build"))
+    cache = build / "CMakeCache.txt"
+    if cache.is_file() and f"CMAKE_HOME_DIRECTORY:INTERNAL={CPP}\n" not in cache.read_text():
+        shutil.rmtree(build)  # configured for another checkout
+        build.mkdir()
     openvino_dir = Path(openvino.__file__).parent / "cmake"
     configure = _run(["cmake", "-S", CPP, "-B", build, "-DCMAKE_BUILD_TYPE=Release", f"-DOpenVINO_DIR={openvino_dir}",
                       f"-DUNIONCAM_PYTHON={sys.executable}"])
