@@ -40,7 +40,11 @@ LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", help="ONNX input layout: nchw or nhwc (graphs converted from TensorFlow/Keras). Default: detected.")]
 TargetLayoutOpt = Annotated[str, typer.Option(
     "--target-layout", help="Layout of an ONNX target tensor: nchw or nhwc.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Masked images per engine call.")]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, help="Masked images per engine call. Default: 16 (or fewer, to fit --max-memory).")]
+MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="Peak-memory budget, e.g. 2GB: the masked batch size is capped to fit it (exported "
+    "engines on the CPU). Default: no budget.")]
 
 
 def model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout):
@@ -77,8 +81,9 @@ class ExplainConfig:
     target: str | None
     method: str
     theta: float
-    batch_size: int
+    batch_size: int | None
     save_npy: bool
+    max_memory: str | None = None
 
 
 def run_explain(config: ExplainConfig) -> int:
@@ -95,7 +100,10 @@ def run_explain(config: ExplainConfig) -> int:
     paths = list_images(config.inputs)
     engine = open_cached_engine(config.source, config.engine, progress=True)
     explainer = Explainer(engine=engine, method=config.method, theta=config.theta, batch_size=config.batch_size,
-                          progress=True)
+                          max_memory=config.max_memory, progress=True)
+    if config.max_memory is not None:
+        typer.echo(f"--max-memory {config.max_memory}: {explainer.options.batch_size} masked images per engine call",
+                   err=True)
     explainer.class_index(config.target)  # refuse a bad --class before any work
     stems = dict(zip(paths, unique_stems(paths)))
     failures: list[str] = []
@@ -144,7 +152,8 @@ def explain(
     target: Annotated[Optional[str], typer.Option("--class", "-c", help="Class index or name (the model's labels) to explain. Default: top-1.")] = None,
     method: Annotated[str, typer.Option(help="unioncam, gradcam, gradcampp, scorecam, groupcam or layercam.")] = "unioncam",
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile, 0-100.")] = 10.0,
-    batch_size: BatchOpt = 32,
+    batch_size: BatchOpt = None,
+    max_memory: MaxMemoryOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("unioncam-out"),
     save_npy: Annotated[bool, typer.Option("--save-npy", help="Also write <stem>.cam.npy (float32, input resolution, [0, 1]).")] = False,
     weights: WeightsOpt = None,
@@ -165,7 +174,7 @@ def explain(
     with user_errors():
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         config = ExplainConfig(list(images), out, source, engine_options(engine, backend, providers, precision, device),
-                               target, method, theta, batch_size, save_npy)
+                               target, method, theta, batch_size, save_npy, max_memory)
         code = run_explain(config)
     raise typer.Exit(code)
 
@@ -240,7 +249,8 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; an interrupted run there is resumed.")] = Path("unioncam-eval"),
     save_maps: Annotated[bool, typer.Option("--save-maps", help="Keep every map as maps/<method>/<stem>.npy.")] = False,
     gallery: Annotated[int, typer.Option(min=0, help="Images in the HTML gallery.")] = 8,
-    batch_size: BatchOpt = 32,
+    batch_size: BatchOpt = None,
+    max_memory: MaxMemoryOpt = None,
     theta: Annotated[float, typer.Option(help="UnionCAM denoising percentile.")] = 10.0,
     weights: WeightsOpt = None,
     labels: LabelsOpt = None,
@@ -266,7 +276,7 @@ def evaluate(
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
                                 limit, out, save_maps, gallery, batch_size, theta,
-                                engine_options(engine, backend, None, precision, "cpu"), source)
+                                engine_options(engine, backend, None, precision, "cpu"), source, max_memory)
         aggregate = run(config)
     typer.echo(markdown_table(aggregate))
     typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")

@@ -49,7 +49,8 @@ class EvaluateConfig:
         out: output folder (default ``unioncam-eval``); an existing run there is resumed.
         save_maps: keep every map as ``maps/<method>/<stem>.npy`` (default False).
         gallery: images shown in the HTML gallery (default 8).
-        batch_size: engine batch size (default 32).
+        batch_size: engine batch size (default 16, or what ``max_memory`` allows).
+        max_memory: peak-memory budget for the masked batch size (default: none).
         theta: UnionCAM's percentile (default 10).
         engine: how to run the model (backend, engine dir, precision...).
         source: the model (default: the engine directory's, or efficientnet-lite0).
@@ -62,10 +63,11 @@ class EvaluateConfig:
     out: Path = Path("unioncam-eval")
     save_maps: bool = False
     gallery: int = 8
-    batch_size: int = 32
+    batch_size: int | None = None
     theta: float = 10.0
     engine: EngineOptions = field(default_factory=EngineOptions)
     source: ModelSource | None = None
+    max_memory: int | str | None = None
 
 
 def read_label_rows(path: Path) -> list[tuple[Path, int]]:
@@ -124,8 +126,9 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     if not items:
         raise UnionCamError("no images to evaluate")
     engine = open_cached_engine(config.source, config.engine, progress=progress)
-    explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size)
-                  for m in config.methods}
+    explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size,
+                               max_memory=config.max_memory) for m in config.methods}
+    batch_size = next(iter(explainers.values())).options.batch_size
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS
@@ -153,7 +156,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
                 o = masked_probability(engine, loaded.array, result.cam, c)
                 drop, inc = drop_and_increase(result.probability, o)
                 ins_curve, del_curve = causal_curves(engine, loaded.array, result.cam, c,
-                                                     batch_size=config.batch_size, blurred=blurred)
+                                                     batch_size=batch_size, blurred=blurred)
                 ins, dele = trapezoid_auc(ins_curve), trapezoid_auc(del_curve)
                 record = {
                     "image": path.name, "method": method, "label": label, "class_index": c,

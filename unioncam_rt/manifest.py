@@ -63,6 +63,11 @@ class Manifest:
         files: file name -> sha256, for every artifact in the directory.
         engines: TensorRT engine metadata, keyed by engine file name.
         unioncam_rt: version of unioncam-rt that exported.
+        weights: the shared weights file and its index: ``{"file": "weights.bin", "tensors":
+            {name: {"offset", "length", "dtype", "shape"}}}``, so a runtime maps every tensor
+            once and hands it to both graphs.
+        scoring_bytes_per_image: estimated activation bytes of the scoring graph per masked
+            image (its largest node's inputs and outputs), for ``--max-memory``.
     """
 
     model: str
@@ -81,6 +86,8 @@ class Manifest:
     files: dict[str, str]
     unioncam_rt: str
     engines: dict[str, dict] = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    scoring_bytes_per_image: int = 0
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

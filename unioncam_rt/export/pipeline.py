@@ -18,7 +18,8 @@ from .. import __version__
 from ..compare import Comparison
 from ..errors import UnionCamError, require
 from ..fileio import UMASK, atomic_write_bytes
-from ..manifest import FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, Manifest, load_manifest, sha256_file, trt_engine_name
+from ..manifest import (FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, WEIGHTS_FILE, Manifest, load_manifest, sha256_file,
+                        trt_engine_name)
 from ..sources import ModelSource, check_labels
 
 
@@ -133,19 +134,25 @@ def _build_forward(source: ModelSource, opset: int):
     return classifier, forward_graph_from_torch(classifier, opset), TorchEngine(classifier)
 
 
-def _write_graphs(forward, staging: Path) -> None:
+def _write_graphs(forward, staging: Path) -> tuple[dict, int]:
+    """Write both graphs and weights.bin; returns the weights index and the scoring graph's
+    per-image memory estimate."""
     from .graphs import features_graph, scores_graph
     from .onnx_graph import onnx
-    from .weights import WeightsFile
+    from .weights import WeightsFile, scoring_bytes_per_image
 
     weights = WeightsFile(staging)
     weights.externalize(forward.model)
     forward.directory = staging
     forward.measure()
+    per_image = 0
     for graph, name in ((features_graph(forward), FEATURES_FILE), (scores_graph(forward), SCORES_FILE)):
-        weights.externalize(graph)
+        weights.externalize(graph, name)
         onnx.save_model(graph, str(staging / name))
         onnx.checker.check_model(str(staging / name))
+        if name == SCORES_FILE:
+            per_image = scoring_bytes_per_image(graph, staging)
+    return {"file": WEIGHTS_FILE, "tensors": weights.index}, per_image
 
 
 def build_tensorrt_engines(directory: Path, precisions: Sequence[str], input_size, feature_shape,
@@ -221,7 +228,7 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
         t = time.perf_counter()
         classifier, forward, reference = _build_forward(source, config.opset)
         t = step("model", t)
-        _write_graphs(forward, staging)
+        weights_index, per_image = _write_graphs(forward, staging)
         classes = check_labels(source.label_names(), forward.num_classes) if reference is None \
             else classifier.class_names
         t = step("graphs", t)
@@ -252,7 +259,7 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
             layout=layout, target_layer=classifier.target_layer, feature_shape=forward.feature_shape,
             class_names=list(classes), black_probs=[float(p) for p in black], opset=_opset(forward),
             versions=_versions(), files={name: sha256_file(staging / name) for name in files},
-            unioncam_rt=__version__, engines=engines,
+            unioncam_rt=__version__, engines=engines, weights=weights_index, scoring_bytes_per_image=per_image,
         )
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
         report.files = {name: (staging / name).stat().st_size for name in [*files, MANIFEST_NAME]}

@@ -37,7 +37,12 @@ class WeightsFile:
     def __init__(self, directory: Path):
         self.path = Path(directory) / WEIGHTS_FILE
         self.entries: dict[str, tuple[int, int, str]] = {}  # name -> (offset, length, sha256)
+        self.index: dict[str, dict] = {}  # name -> offset, length, dtype, shape (the manifest's weights index)
         self.size = self.path.stat().st_size if self.path.exists() else 0
+
+    def _used_by(self, name: str, graph: str | None) -> None:
+        if graph is not None and name in self.index and graph not in self.index[name]["graphs"]:
+            self.index[name]["graphs"].append(graph)
 
     def _append(self, data: bytes) -> int:
         offset = -(-self.size // ALIGNMENT) * ALIGNMENT
@@ -47,13 +52,15 @@ class WeightsFile:
         self.size = offset + len(data)
         return offset
 
-    def externalize(self, model, threshold: int = EXTERNAL_THRESHOLD) -> None:
-        """Move ``model``'s large inline initializers into the file (in place)."""
+    def externalize(self, model, graph: str | None = None, threshold: int = EXTERNAL_THRESHOLD) -> None:
+        """Move ``model``'s large inline initializers into the file (in place); ``graph``
+        names the graph file in the index's ``graphs`` lists."""
         for tensor in model.graph.initializer:
             if tensor.data_location == EXTERNAL:
                 location = _external_location(tensor).get("location")
                 if location != WEIGHTS_FILE:
                     raise UnionCamError(f"initializer {tensor.name} is stored in {location}, not {WEIGHTS_FILE}")
+                self._used_by(tensor.name, graph)
                 continue
             if not tensor.HasField("raw_data"):
                 array = numpy_helper.to_array(tensor)
@@ -69,12 +76,48 @@ class WeightsFile:
             else:
                 offset, length = self._append(data), len(data)
                 self.entries[tensor.name] = (offset, length, digest)
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+                self.index[tensor.name] = {"offset": offset, "length": length, "dtype": np.dtype(dtype).name,
+                                           "shape": [int(d) for d in tensor.dims], "graphs": []}
+            self._used_by(tensor.name, graph)
             tensor.ClearField("raw_data")
             tensor.data_location = EXTERNAL
             del tensor.external_data[:]
             for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
+
+
+def scoring_bytes_per_image(model, directory: Path) -> int:
+    """Peak bytes of live activations per masked image in the scoring graph.
+
+    The graph runs once in ONNX Runtime at one image and one mask with every intermediate
+    tensor as an output (their true sizes); a tensor is then live from the node that makes
+    it to its last consumer, and the largest total over the node order is the estimate the
+    memory budget (``--max-memory``) scales by the batch size.
+    """
+    from .onnx_graph import GraphReader, run_onnx
+
+    reader = GraphReader(model.graph)
+    names = [o for node in model.graph.node for o in node.output if o and not reader.is_constant(o)]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
+    feeds = {name: np.zeros([d or 1 for d in dims], np.int64 if name.endswith("index") else np.float32)
+             for name, dims in shapes.items()}
+    feeds["masks"] = np.ones_like(feeds["masks"])
+    sizes = {name: value.nbytes for name, value in run_onnx(model, feeds, names, directory).items()}
+    last_use = {}
+    for step, node in enumerate(model.graph.node):
+        for name in node.input:
+            last_use[name] = step
+    live, peak = {}, 0
+    for step, node in enumerate(model.graph.node):
+        for name in node.output:
+            if name in sizes:
+                live[name] = sizes[name]
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= step]:
+            del live[name]
+    return int(peak)
 
 
 def external_tensors(model) -> list[tuple[str, int, int, int, tuple[int, ...]]]:

@@ -26,7 +26,7 @@ class MethodOptions:
 
     Attributes:
         theta: UnionCAM denoising percentile (default 10).
-        batch_size: masked images per engine call (default 32).
+        batch_size: masked images per engine call (default 16).
         groups: Group-CAM channel groups (default 32).
         group_percentile: Group-CAM keeps group-map values above this percentile (default 70).
         alpha: UnionCAM denoising weights, ``"pixel-average"`` (default) or ``"gradient-sum"``.
@@ -35,7 +35,7 @@ class MethodOptions:
     """
 
     theta: float = 10.0
-    batch_size: int = 32
+    batch_size: int = 16
     groups: int = 32
     group_percentile: float = 70.0
     alpha: str = "pixel-average"

@@ -20,15 +20,17 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
     """The features and scores sessions of an engine directory on one backend."""
     if backend == "onnxruntime":
         from .onnxruntime_session import OnnxRuntimeSession
+        from .weights import SharedWeights
 
+        weights = SharedWeights(directory, manifest)
         scores = SCORES_FILE
         if precision == "int8":
             if SCORES_INT8_FILE not in manifest.files:
                 raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
                                      f"unioncam-rt quantize --engine {directory}")
             scores = SCORES_INT8_FILE
-        return (OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads),
-                OnnxRuntimeSession(directory / scores, providers, threads))
+        return (OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE)),
+                OnnxRuntimeSession(directory / scores, providers, threads, weights.for_graph(scores)))
     if backend == "tensorrt":
         from .tensorrt_session import TensorRTSession
 
@@ -81,6 +83,11 @@ class ExportedEngine:
         self.features_session, self.scores_session = open_sessions(
             self.directory, self.manifest, backend, providers, precision, threads)
         self._black = self.manifest.black_probs_array()
+        # for --max-memory: the scoring graph's activations per masked image, and the weights
+        # the process will hold once they are read (mapped lazily, so not yet resident)
+        self.scoring_bytes_per_image = int(self.manifest.scoring_bytes_per_image) if backend == "onnxruntime" else 0
+        weights = self.manifest.weights.get("file") if self.manifest.weights else None
+        self.unread_weights_bytes = (self.directory / weights).stat().st_size if weights else 0
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         expected = (3, *self.input_size)

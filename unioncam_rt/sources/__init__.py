@@ -201,10 +201,12 @@ class ModelSource:
 
     @property
     def name(self) -> str:
-        """A short display name: the zoo name, the factory's name, the ONNX file's stem."""
+        """A short display name: the zoo name (``+checkpoint`` stem for a fine-tuned one),
+        the factory's name, the ONNX file's stem."""
         kind = self.kind
         if kind == "zoo":
-            return str(self.model)
+            fine_tuned = self.weights is not None and not str(self.weights).startswith("random")
+            return f"{self.model}+{Path(self.weights).stem}" if fine_tuned else str(self.model)
         if kind == "python":
             return str(self.model).rsplit(":", 1)[1]
         if kind == "onnx":
