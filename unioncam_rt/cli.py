@@ -84,6 +84,7 @@ class ExplainConfig:
     batch_size: int | None
     save_npy: bool
     max_memory: str | None = None
+    budget: object = None  # Budget
 
 
 def run_explain(config: ExplainConfig) -> int:
@@ -100,7 +101,7 @@ def run_explain(config: ExplainConfig) -> int:
     paths = list_images(config.inputs)
     engine = open_cached_engine(config.source, config.engine, progress=True)
     explainer = Explainer(engine=engine, method=config.method, theta=config.theta, batch_size=config.batch_size,
-                          max_memory=config.max_memory, progress=True)
+                          max_memory=config.max_memory, budget=config.budget, progress=True)
     if config.max_memory is not None:
         typer.echo(f"--max-memory {config.max_memory}: {explainer.options.batch_size} masked images per engine call",
                    err=True)
@@ -130,19 +131,47 @@ def run_explain(config: ExplainConfig) -> int:
 EngineOpt = Annotated[Optional[Path], typer.Option(
     "--engine", help="Exported engine directory (unioncam-rt export). Default: export the model once into the cache "
     "and reuse it.")]
-BackendOpt = Annotated[str, typer.Option(help="onnxruntime (torch-free), tensorrt, or torch (the reference).")]
+BackendOpt = Annotated[Optional[str], typer.Option(
+    help="onnxruntime (default; torch-free), openvino (CPU, torch-free; pip install 'unioncam-rt[openvino]'), "
+    "tensorrt, or torch (the reference).")]
 ProvidersOpt = Annotated[Optional[str], typer.Option(
     help="ONNX Runtime providers, comma-separated, e.g. CPUExecutionProvider. Default: TensorRT, CUDA, CPU as installed.")]
-PrecisionOpt = Annotated[str, typer.Option(
-    help="fp32 (exact); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after unioncam-rt quantize).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option(
+    help="fp32 (default, exact); bf16 (openvino); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after "
+    "unioncam-rt quantize). Every mode but fp32 is approximate: see the README's fidelity table.")]
+BudgetOpt = Annotated[Optional[str], typer.Option(
+    "--budget", help="Region-map channels scored per image: 0 or exact (default), a count K (e.g. 128), or "
+    "coverS[:K] (the fewest channels whose activation variance covers share S, at most K). Approximate: see the "
+    "README's fidelity table.")]
+BudgetRuleOpt = Annotated[Optional[str], typer.Option(
+    "--budget-rule", help="Which channels a budget scores: variance (default), energy or gradcam.")]
+BudgetFillOpt = Annotated[Optional[str], typer.Option(
+    "--budget-fill", help="Weight of the channels a budget leaves unscored: zero (default), mean or estimate.")]
+FastOpt = Annotated[bool, typer.Option(
+    "--fast", help="The fastest measured mode on the CPU: OpenVINO bf16 where available, with a channel budget "
+    "(README: Speed); explicit --backend/--precision/--budget win.")]
 DeviceOpt = Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")]
 
 
-def engine_options(engine, backend, providers, precision, device):
+def run_mode(backend, precision, budget, rule, fill, fast):
+    """Backend, precision and channel budget from the options and the --fast preset."""
+    from .method.budget import Budget
+    from .presets import resolve_mode
+
+    mode = resolve_mode(backend, precision, budget, fast)
+    if rule is not None or fill is not None:
+        mode = type(mode)(mode.backend, mode.precision,
+                          Budget(mode.budget.channels, mode.budget.cover, rule or mode.budget.rule, fill or mode.budget.fill))
+    if fast:
+        typer.echo(f"--fast: {mode.describe()}", err=True)
+    return mode
+
+
+def engine_options(engine, mode, providers, device):
     from .runtime.factory import EngineOptions
 
     provider_list = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
-    return EngineOptions(backend, engine, provider_list, precision, device)
+    return EngineOptions(mode.backend, engine, provider_list, mode.precision, device)
 
 
 @app.command()
@@ -165,16 +194,21 @@ def explain(
     layout: LayoutOpt = None,
     target_layout: TargetLayoutOpt = "nchw",
     engine: EngineOpt = None,
-    backend: BackendOpt = "onnxruntime",
+    backend: BackendOpt = None,
     providers: ProvidersOpt = None,
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = None,
     device: DeviceOpt = "cpu",
+    budget: BudgetOpt = None,
+    budget_rule: BudgetRuleOpt = None,
+    budget_fill: BudgetFillOpt = None,
+    fast: FastOpt = False,
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
     with user_errors():
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
-        config = ExplainConfig(list(images), out, source, engine_options(engine, backend, providers, precision, device),
-                               target, method, theta, batch_size, save_npy, max_memory)
+        mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
+        config = ExplainConfig(list(images), out, source, engine_options(engine, mode, providers, device),
+                               target, method, theta, batch_size, save_npy, max_memory, mode.budget)
         code = run_explain(config)
     raise typer.Exit(code)
 
@@ -261,8 +295,12 @@ def evaluate(
     layout: LayoutOpt = None,
     target_layout: TargetLayoutOpt = "nchw",
     engine: EngineOpt = None,
-    backend: BackendOpt = "onnxruntime",
-    precision: PrecisionOpt = "fp32",
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
+    budget: BudgetOpt = None,
+    budget_rule: BudgetRuleOpt = None,
+    budget_fill: BudgetFillOpt = None,
+    fast: FastOpt = False,
 ):
     """Score methods with Average Drop/Increase and Insertion/Deletion; writes results, tables, plots, report."""
     from .evaluate import EvaluateConfig, evaluate as run, markdown_table
@@ -274,9 +312,10 @@ def evaluate(
         if not images and labels_csv is None:
             raise UnionCamError("give images or folders, or --labels-csv CSV")
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
+        mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
         config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
                                 limit, out, save_maps, gallery, batch_size, theta,
-                                engine_options(engine, backend, None, precision, "cpu"), source, max_memory)
+                                engine_options(engine, mode, None, "cpu"), source, max_memory, mode.budget)
         aggregate = run(config)
     typer.echo(markdown_table(aggregate))
     typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")

@@ -51,6 +51,7 @@ class EvaluateConfig:
         gallery: images shown in the HTML gallery (default 8).
         batch_size: engine batch size (default 16, or what ``max_memory`` allows).
         max_memory: peak-memory budget for the masked batch size (default: none).
+        budget: region-map channel budget (default: exact); see `unioncam_rt.method.budget`.
         theta: UnionCAM's percentile (default 10).
         engine: how to run the model (backend, engine dir, precision...).
         source: the model (default: the engine directory's, or efficientnet-lite0).
@@ -68,6 +69,7 @@ class EvaluateConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     source: ModelSource | None = None
     max_memory: int | str | None = None
+    budget: object = None
 
 
 def read_label_rows(path: Path) -> list[tuple[Path, int]]:
@@ -127,7 +129,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
         raise UnionCamError("no images to evaluate")
     engine = open_cached_engine(config.source, config.engine, progress=progress)
     explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size,
-                               max_memory=config.max_memory) for m in config.methods}
+                               max_memory=config.max_memory, budget=config.budget) for m in config.methods}
     batch_size = next(iter(explainers.values())).options.batch_size
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +165,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
                     "class_name": result.class_name, "probability": result.probability, "masked_probability": o,
                     "avg_drop": drop, "avg_increase": inc, "insertion": ins, "deletion": dele,
                     "overall": ins - dele, "branch": result.branch, "masked_passes": result.masked_passes,
+                    "budget": result.budget,
                     "explain_s": explain_s, "insertion_curve": ins_curve.tolist(), "deletion_curve": del_curve.tolist(),
                 }
                 if config.save_maps:
@@ -283,6 +286,7 @@ def write_reports(out: Path, records: list[dict], config: EvaluateConfig, failur
     engine["engine_dir"] = str(engine["engine_dir"]) if engine["engine_dir"] else None
     results = {"aggregate": aggregate, "per_image": per_image, "failures": failures,
                "config": {"model": model, "methods": config.methods, "theta": config.theta,
+                          "budget": next((r.get("budget") for r in records if r.get("budget")), None),
                           "batch_size": config.batch_size, "engine": engine, "limit": config.limit}}
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=1) + "\n").encode())
     buffer = io.StringIO()

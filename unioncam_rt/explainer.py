@@ -15,7 +15,7 @@ import numpy as np
 from .errors import ModelError, UnionCamError
 from .images import LoadedImage, load_image
 from .results import Explanation
-from .method import METHODS, MethodContext, MethodOptions, finalize
+from .method import METHODS, Budget, MethodContext, MethodOptions, finalize
 from .method.ops import softmax
 from .method.scoring import ScoreCounter
 from .runtime.base import CamEngine
@@ -26,6 +26,7 @@ from .runtime.factory import EngineOptions
 from .sources import ModelSource
 
 Target = int | str | None
+BUDGETED = ("unioncam", "scorecam")  # the methods whose region map a channel budget changes
 
 
 def is_engine_dir(model) -> bool:
@@ -82,6 +83,9 @@ class Explainer:
             the same per image from 8 to 32, and 16 halves the activation memory of 32).
         max_memory: a peak-memory budget (bytes or ``"2GB"``): the batch size is capped to
             fit it (exported engines; see `unioncam_rt.memory`). Default: no budget.
+        budget: region-map channels scored per image: 0 / None (default, exact), a count
+            K, ``"coverS[:K]"``, or a `Budget` (selection rule and fill); approximate, see
+            `unioncam_rt.method.budget`.
         images_per_step: images whose masks share engine calls (default 4).
         weights: model weights (default: zoo models' real ones).
         backend: ``"onnxruntime"`` (default), ``"tensorrt"`` or ``"torch"`` (the reference).
@@ -104,6 +108,7 @@ class Explainer:
         theta: float = 10.0,
         batch_size: int | None = None,
         max_memory: int | str | None = None,
+        budget=None,
         images_per_step: int = 4,
         weights: str | None = None,
         backend: str = "onnxruntime",
@@ -121,7 +126,8 @@ class Explainer:
             raise UnionCamError(f"theta {theta} must be a percentile in [0, 100]")
         if (batch_size is not None and batch_size < 1) or images_per_step < 1:
             raise UnionCamError("batch size and images per step must be at least 1")
-        budget = parse_size(max_memory) if max_memory is not None else None
+        memory_budget = parse_size(max_memory) if max_memory is not None else None
+        channel_budget = Budget.parse(budget)
         self.method = method
         self.images_per_step = images_per_step
         if engine is None:
@@ -136,12 +142,14 @@ class Explainer:
         self.engine = engine
         self.progress = progress
         batch = batch_size or DEFAULT_BATCH
-        if budget is not None:
+        if memory_budget is not None:
             per_image = getattr(engine, "scoring_bytes_per_image", 0)
             if not per_image:
                 raise UnionCamError("--max-memory applies to exported engines on the CPU (--backend onnxruntime)")
-            batch = batch_for_budget(budget, per_image, getattr(engine, "unread_weights_bytes", 0), batch)
-        self.options = MethodOptions(theta=theta, batch_size=batch)
+            batch = batch_for_budget(memory_budget, per_image, getattr(engine, "unread_weights_bytes", 0), batch)
+        self.options = MethodOptions(theta=theta, batch_size=batch, budget=channel_budget)
+        self.backend_name = " ".join(str(part) for part in (getattr(engine, "backend", None),
+                                                             getattr(engine, "precision", None)) if part)
 
     @property
     def model_name(self) -> str:
@@ -184,6 +192,8 @@ class Explainer:
                 masked_passes=int(counter.per_image[i]), constant_map=bool(constant[i]),
                 union=saliency.union[i] if saliency.union else None, theta=self.options.theta,
                 timings={"features_s": features_s / len(images), "method_s": method_s / len(images)},
+                budget=self.options.budget.describe() if self.method in BUDGETED else None,
+                backend=self.backend_name or None,
             ))
         return out
 

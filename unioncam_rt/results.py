@@ -27,6 +27,9 @@ class Explanation:
         constant_map: True if the map was constant (returned as zeros).
         union: UnionCAM's parts (betas, branch, intermediate maps); ``None`` for other methods.
         timings: seconds; batch-shared stages are split evenly over the batch.
+        budget: the region-map budget that ran (None: exact, or a method without masked
+            channel scoring).
+        backend: the engine's backend and precision, e.g. ``"onnxruntime fp32"``.
     """
 
     image: LoadedImage
@@ -42,6 +45,8 @@ class Explanation:
     union: UnionParts | None
     theta: float
     timings: dict[str, float] = field(default_factory=dict)
+    budget: dict | None = None
+    backend: str | None = None
 
     @property
     def branch(self) -> str | None:
@@ -64,6 +69,8 @@ class Explanation:
             "beta_fused": union.beta_fused if union else None,
             "branch": union.branch if union else None,
             "masked_passes": self.masked_passes,
+            "budget": self.budget,
+            "backend": self.backend,
             "constant_map": self.constant_map,
             "input_size": list(self.cam.shape),
             "original_size": [self.image.original_size[1], self.image.original_size[0]],

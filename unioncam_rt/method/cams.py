@@ -15,6 +15,7 @@ import numpy as np
 
 from ..runtime.base import CamEngine, FeatureBatch
 from . import gradient
+from .budget import Budget, channel_statistic, fill_weights, select_channels
 from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear
 from .scoring import MaskBatch, Progress, ScoreCounter, score_masks
 from .union import FUSED, REGION, choose_fused, fuse
@@ -32,6 +33,7 @@ class MethodOptions:
         alpha: UnionCAM denoising weights, ``"pixel-average"`` (default) or ``"gradient-sum"``.
         weighting: UnionCAM fusion, ``"beta"`` (default, the method) or ``"sum"`` (plain sum of
             the two normalised maps; an ablation).
+        budget: region-map channels scored per image (default: all, exact); see `Budget`.
     """
 
     theta: float = 10.0
@@ -40,6 +42,7 @@ class MethodOptions:
     group_percentile: float = 70.0
     alpha: str = "pixel-average"
     weighting: str = "beta"
+    budget: Budget = field(default_factory=Budget)
 
 
 @dataclass
@@ -96,14 +99,21 @@ def region_map(ctx: MethodContext) -> np.ndarray:
     """Score-CAM region map ``ReLU(sum_k s_k A_k)``, ``s_k = p_c(I * up(minmax(A_k)))``.
 
     **[choice]** masks are min-max normalised at feature resolution, then upsampled inside
-    the engine. Constant channels get ``s_k = 0`` and no forward pass.
+    the engine. Constant channels get ``s_k = 0`` and no forward pass. Under a `Budget`
+    only the selected channels are scored and the others get the budget's fill weight.
     """
-    acts = ctx.features.activations
-    live_b, live_k = np.nonzero(~is_constant(acts))
-    masks = minmax(acts[live_b, live_k].astype(np.float32))
-    probs = ctx.score(MaskBatch(masks, live_b, ctx.features.class_index[live_b]))
+    feats, budget = ctx.features, ctx.options.budget
+    acts = feats.activations
+    live = ~is_constant(acts)
+    scored = select_channels(budget, live, acts, feats.gradients)
+    scored_b, scored_k = np.nonzero(scored)
+    masks = minmax(acts[scored_b, scored_k].astype(np.float32))
+    probs = ctx.score(MaskBatch(masks, scored_b, feats.class_index[scored_b]))
     weights = np.zeros(acts.shape[:2], dtype=np.float64)
-    weights[live_b, live_k] = probs
+    weights[scored_b, scored_k] = probs
+    if not budget.exact:
+        statistic = channel_statistic(budget.rule, acts, feats.gradients) if budget.fill == "estimate" else None
+        weights = fill_weights(budget, weights, scored, live, statistic)
     return relu(np.einsum("bk,bkhw->bhw", weights, acts.astype(np.float64)))
 
 

@@ -12,7 +12,7 @@ from ..method.ops import softmax
 from .base import FeatureBatch
 from .session import Session
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: list[str] | None,
@@ -31,6 +31,11 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
             scores = SCORES_INT8_FILE
         return (OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE)),
                 OnnxRuntimeSession(directory / scores, providers, threads, weights.for_graph(scores)))
+    if backend == "openvino":
+        from .openvino_session import OpenVinoSession
+
+        return (OpenVinoSession(directory / FEATURES_FILE, precision, threads),
+                OpenVinoSession(directory / SCORES_FILE, precision, threads))
     if backend == "tensorrt":
         from .tensorrt_session import TensorRTSession
 
@@ -64,9 +69,10 @@ class ExportedEngine:
 
     Args:
         directory: output of ``unioncam-rt export``.
-        backend: ``"onnxruntime"`` (default) or ``"tensorrt"``.
+        backend: ``"onnxruntime"`` (default), ``"openvino"`` or ``"tensorrt"``.
         providers: ONNX Runtime execution providers (default: TensorRT, CUDA, CPU as available).
-        precision: TensorRT engine precision, ``"fp32"`` or ``"fp16"``.
+        precision: ``"fp32"`` (default); ``"int8"`` (onnxruntime, quantized scoring graph);
+            ``"bf16"`` (openvino); ``"fp16"`` (tensorrt).
         model: if given, the directory must hold this model.
         threads: ONNX Runtime intra-op threads (default: its own choice).
     """
@@ -76,6 +82,7 @@ class ExportedEngine:
         self.directory = Path(directory)
         self.manifest = load_manifest(self.directory, model)
         self.backend = backend
+        self.precision = precision
         self.model_name = self.manifest.model
         self.input_size = tuple(self.manifest.input_size)
         self.class_names = list(self.manifest.class_names)

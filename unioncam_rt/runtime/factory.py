@@ -3,6 +3,7 @@
 Backends:
 
 * ``onnxruntime`` (default) - the exported graphs in ONNX Runtime; torch-free.
+* ``openvino`` - the exported graphs in OpenVINO (CPU; ``--precision fp32|bf16``); torch-free.
 * ``tensorrt`` - the exported TensorRT engines (``--precision fp32|fp16``).
 * ``torch`` - the PyTorch reference (autograd), CPU or CUDA; needs a torch model.
 
@@ -17,8 +18,10 @@ from pathlib import Path
 from ..errors import UnionCamError
 from .base import CamEngine
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# what each backend runs besides fp32 (the exact mode every backend has)
+APPROXIMATE = {"onnxruntime": ("int8",), "openvino": ("bf16",), "tensorrt": ("fp16",), "torch": ("fp16",)}
 
 
 @dataclass
@@ -26,12 +29,12 @@ class EngineOptions:
     """How to run the model.
 
     Attributes:
-        backend: ``onnxruntime`` (default), ``tensorrt`` or ``torch``.
+        backend: ``onnxruntime`` (default), ``openvino``, ``tensorrt`` or ``torch``.
         engine_dir: an exported engine directory (default: the export cache, see
             `unioncam_rt.cache`).
         providers: ONNX Runtime execution providers (default: TensorRT, CUDA, CPU as available).
-        precision: ``fp32`` (default, exact); ``fp16`` (tensorrt, torch on CUDA); ``int8``
-            (onnxruntime, static QDQ scoring graph made by ``unioncam-rt quantize``).
+        precision: ``fp32`` (default, exact); ``bf16`` (openvino); ``fp16`` (tensorrt, torch on
+            CUDA); ``int8`` (onnxruntime, static QDQ scoring graph made by ``unioncam-rt quantize``).
         device: torch device for the torch backend (default ``cpu``).
         threads: ONNX Runtime intra-op threads (default: its own choice).
     """
@@ -50,13 +53,12 @@ class EngineOptions:
         if self.precision not in PRECISIONS:
             raise UnionCamError(f"precision {self.precision!r} unknown; available: {', '.join(PRECISIONS)}")
         if self.backend == "torch" and self.engine_dir is not None:
-            raise UnionCamError("--engine is for the onnxruntime and tensorrt backends, not torch")
-        if self.backend == "torch" and self.precision == "int8":
-            raise UnionCamError("int8 is an onnxruntime mode; use --backend onnxruntime")
-        if self.backend == "onnxruntime" and self.precision == "fp16":
-            raise UnionCamError("fp16 runs on the tensorrt or torch (CUDA) backends; onnxruntime runs fp32 or int8")
-        if self.backend == "tensorrt" and self.precision == "int8":
-            raise UnionCamError("int8 is an onnxruntime (CPU) mode; TensorRT runs fp32 or fp16")
+            raise UnionCamError("--engine is for the onnxruntime, openvino and tensorrt backends, not torch")
+        allowed = ("fp32", *APPROXIMATE[self.backend])
+        if self.precision not in allowed:
+            where = ", ".join(f"{p} ({b})" for b, ps in APPROXIMATE.items() for p in ps if p == self.precision)
+            raise UnionCamError(f"--precision {self.precision} is not a {self.backend} mode ({self.backend} runs "
+                                f"{' or '.join(allowed)}); {self.precision} runs on: {where}")
 
 
 def open_engine(options: EngineOptions, source=None, model: str | None = None) -> CamEngine:

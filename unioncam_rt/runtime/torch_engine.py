@@ -35,6 +35,7 @@ class TorchEngine:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise UnionCamError(f"device {device} requested but torch sees no CUDA GPU")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.backend, self.precision = f"torch-{self.device.type}", precision
         self.classifier = classifier.eval().to(self.device, self.dtype)
         self.model_name = classifier.name
         self.input_size = tuple(classifier.input_size)

@@ -1,0 +1,137 @@
+"""Budgeted region scoring: score at most K channels' masks per image for the region map.
+
+An approximate, opt-in mode (exact stays the default). Per image, among the non-constant
+channels:
+
+* **selection** ranks channels by a cheap statistic of the feature pass:
+  ``variance`` (of ``A_k`` over h*w; the Faster Score-CAM idea), ``energy``
+  (``sum A_k^2``) or ``gradcam`` (``mean(W_k) * mean(A_k)``, the channel's Grad-CAM
+  contribution); ties go to the lower channel index;
+* **size** is a fixed ``K``, or adaptive: the fewest channels whose ``variance`` covers a
+  share of the total (``cover``), at most ``K``;
+* **fill** weights the channels left unscored: ``zero`` (Faster Score-CAM), ``mean`` (the
+  mean score of the scored channels of that image) or ``estimate`` (a per-image least-
+  squares line from the selection statistic to the score, fitted on the scored channels,
+  clipped to [0, 1]).
+
+Written as plain functions on arrays; the C++ library mirrors them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UnionCamError
+
+RULES = ("variance", "energy", "gradcam")
+FILLS = ("zero", "mean", "estimate")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many channels to score per image, which ones, and how to weight the others.
+
+    Attributes:
+        channels: at most this many channels are scored (0 with no ``cover``: exact).
+        cover: adaptive size: the fewest channels (by variance) whose variance reaches this
+            share of the image's total (0 < cover <= 1), capped at ``channels`` if given.
+        rule: ``variance`` (default), ``energy`` or ``gradcam``.
+        fill: ``zero`` (default), ``mean`` or ``estimate``.
+    """
+
+    channels: int = 0
+    cover: float | None = None
+    rule: str = "variance"
+    fill: str = "zero"
+
+    def __post_init__(self):
+        if self.channels < 0:
+            raise UnionCamError(f"budget {self.channels} must be 0 (exact) or a positive channel count")
+        if self.cover is not None and not 0 < self.cover <= 1:
+            raise UnionCamError(f"budget cover {self.cover} must lie in (0, 1]")
+        if self.rule not in RULES:
+            raise UnionCamError(f"budget rule {self.rule!r} unknown; available: {', '.join(RULES)}")
+        if self.fill not in FILLS:
+            raise UnionCamError(f"budget fill {self.fill!r} unknown; available: {', '.join(FILLS)}")
+
+    @property
+    def exact(self) -> bool:
+        return self.channels == 0 and self.cover is None
+
+    def describe(self) -> dict | None:
+        """What the JSON records (None for exact)."""
+        if self.exact:
+            return None
+        return {"channels": self.channels or None, "cover": self.cover, "rule": self.rule, "fill": self.fill}
+
+    @classmethod
+    def parse(cls, text, rule: str | None = None, fill: str | None = None) -> "Budget":
+        """``0``/``exact`` -> exact; ``128`` -> K=128; ``cover0.95`` -> adaptive;
+        ``cover0.95:256`` -> adaptive, at most 256; a `Budget` passes through."""
+        if isinstance(text, Budget):
+            return text
+        options = {k: v for k, v in (("rule", rule), ("fill", fill)) if v is not None}
+        if text is None or str(text).strip().lower() in ("", "0", "exact", "none"):
+            return cls(**options)
+        value = str(text).strip().lower()
+        if value.isdigit():
+            return cls(channels=int(value), **options)
+        match = re.fullmatch(r"cover([0-9]*\.?[0-9]+)(?::([0-9]+))?", value)
+        if match:
+            return cls(channels=int(match.group(2) or 0), cover=float(match.group(1)), **options)
+        raise UnionCamError(f"--budget {text!r}: give 0 (exact), a channel count K, or coverSHARE[:K], e.g. cover0.9:256")
+
+
+def channel_statistic(rule: str, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """``[B, K]`` ranking statistic of every channel."""
+    a = activations.astype(np.float64)
+    if rule == "variance":
+        return a.var(axis=(2, 3))
+    if rule == "energy":
+        return (a * a).sum(axis=(2, 3))
+    return gradients.astype(np.float64).mean(axis=(2, 3)) * a.mean(axis=(2, 3))
+
+
+def select_channels(budget: Budget, live: np.ndarray, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Boolean ``[B, K]``: the live channels to score."""
+    if budget.exact:
+        return live.copy()
+    statistic = channel_statistic(budget.rule, activations, gradients)
+    variance = statistic if budget.rule == "variance" else channel_statistic("variance", activations, gradients)
+    chosen = np.zeros_like(live)
+    for b in range(len(live)):
+        candidates = np.flatnonzero(live[b])
+        order = candidates[np.lexsort((candidates, -statistic[b, candidates]))]  # largest first, low index on ties
+        count = len(order)
+        if budget.cover is not None:
+            by_variance = candidates[np.lexsort((candidates, -variance[b, candidates]))]
+            cumulative = np.cumsum(variance[b, by_variance])
+            total = cumulative[-1] if len(cumulative) else 0.0
+            count = int(np.searchsorted(cumulative, budget.cover * total) + 1) if total > 0 else len(order)
+        if budget.channels:
+            count = min(count, budget.channels)
+        chosen[b, order[:count]] = True
+    return chosen
+
+
+def fill_weights(budget: Budget, weights: np.ndarray, scored: np.ndarray, live: np.ndarray,
+                 statistic: np.ndarray | None = None) -> np.ndarray:
+    """Weights ``[B, K]`` with the live-but-unscored channels filled per ``budget.fill``."""
+    out = weights.copy()
+    missing = live & ~scored
+    if budget.fill == "zero" or not missing.any():
+        return out
+    for b in range(len(out)):
+        have = scored[b]
+        if not have.any() or not missing[b].any():
+            continue
+        if budget.fill == "mean":
+            out[b, missing[b]] = weights[b, have].mean()
+            continue
+        x, y = statistic[b, have], weights[b, have]
+        slope, intercept = (np.polyfit(x, y, 1) if len(x) > 1 and np.ptp(x) > 0 else (0.0, float(y.mean())))
+        out[b, missing[b]] = np.clip(slope * statistic[b, missing[b]] + intercept, 0.0, 1.0)
+    return out

@@ -1,0 +1,66 @@
+"""``--fast``: the fastest mode measured on the CPU, with its fidelity published.
+
+The preset picks, in order: OpenVINO in bf16 where the ``openvino`` extra is installed and
+the CPU computes bf16 natively (else OpenVINO fp32, else ONNX Runtime fp32), and the
+channel budget `FAST_BUDGET`, chosen by ``benchmarks/budget_study.py`` and
+``benchmarks/bench_speed.py`` (README: Speed, Fidelity). Options given explicitly
+(``--backend``, ``--precision``, ``--budget``) win over the preset's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .method.budget import Budget
+
+FAST_BUDGET = Budget(channels=128, cover=None, rule="variance", fill="zero")
+
+
+@dataclass(frozen=True)
+class RunMode:
+    """Backend, precision and channel budget of a run."""
+
+    backend: str
+    precision: str
+    budget: Budget
+
+    def describe(self) -> str:
+        budget = self.budget.describe()
+        size = "exact" if budget is None else (f"cover {budget['cover']}" if budget["cover"] else "") + (
+            f" K={budget['channels']}" if budget["channels"] else "")
+        return f"{self.backend} {self.precision}, budget {size.strip()}" + (
+            "" if budget is None else f" ({budget['rule']}, fill {budget['fill']})")
+
+
+def cpu_has_bf16() -> bool:
+    """True where OpenVINO reports native bf16 on the CPU (AVX-512 BF16 or AMX)."""
+    try:
+        from .runtime.openvino_session import shared_core
+
+        return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:
+        return False
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fast_mode() -> RunMode:
+    """The preset on this machine."""
+    if openvino_installed():
+        return RunMode("openvino", "bf16" if cpu_has_bf16() else "fp32", FAST_BUDGET)
+    return RunMode("onnxruntime", "fp32", FAST_BUDGET)
+
+
+def resolve_mode(backend: str | None, precision: str | None, budget, fast: bool) -> RunMode:
+    """The run mode from explicit options, the preset filling what was not given."""
+    base = fast_mode() if fast else RunMode("onnxruntime", "fp32", Budget())
+    chosen_budget = Budget.parse(budget) if budget is not None else base.budget
+    if backend is not None and precision is None and fast and backend != base.backend:
+        precision = "fp32"  # the preset's precision belongs to the preset's backend
+    return RunMode(backend or base.backend, precision or base.precision, chosen_budget)
