@@ -141,6 +141,25 @@ def test_cli_matches_python_runtime(cpp_build, lite_engine_dir, photos, tmp_path
     assert not list(out.glob(".*.tmp"))
 
 
+def test_budget_matches_python_budget(cpp_build, lite_engine_dir, photos, tmp_path):
+    """A channel budget K (variance rule, zero fill) scores the same channels on both sides."""
+    import inspect
+
+    from unioncam_rt.explainer import Explainer
+
+    if "budget" not in inspect.signature(Explainer).parameters:
+        pytest.skip("this unioncam_rt has no channel budget")
+    out = tmp_path / "out"
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "scorecam", "--budget", "64",
+                 "--save-npy", "--out", out, photos[0])
+    assert result.returncode == 0, result.stderr
+    ref = Explainer(engine_dir=lite_engine_dir, method="scorecam", batch_size=32, budget=64).explain(photos[0])
+    record = json.loads((out / f"{photos[0].stem}.json").read_text())
+    assert record["budget"] == 64 and record["masked_passes"] == ref.masked_passes == 64
+    cam = np.load(out / f"{photos[0].stem}.cam.npy")
+    assert np.corrcoef(cam.ravel(), ref.cam.ravel())[0, 1] >= 0.999
+
+
 def test_tampered_engine_is_refused(cpp_build, lite_engine_dir, photos, tmp_path):
     engine = tmp_path / "engine"
     shutil.copytree(lite_engine_dir, engine)

@@ -148,7 +148,9 @@ std::string json_record(const Explanation& result, const RecordContext& context)
                        {"features_s", result.timings.features_s},
                        {"method_s", result.timings.method_s},
                        {"total_s", total}};
-  record["budget"] = context.budget > 0 ? ordered_json(context.budget) : ordered_json(nullptr);
+  // The budget that ran: null when exact, and for Grad-CAM (no region map to budget).
+  const bool budgeted = context.budget > 0 && result.method != Method::gradcam;
+  record["budget"] = budgeted ? ordered_json(context.budget) : ordered_json(nullptr);
   record["backend"] = "openvino-cpp";
   record["precision"] = to_string(context.precision);
   return record.dump(2) + "\n";

@@ -35,7 +35,7 @@ struct RecordContext {
 };
 
 /// The JSON record: the Python runtime's keys (`Explanation.summary()`), plus "budget"
-/// (null or K), "backend" ("openvino-cpp") and "precision".
+/// (null when exact or for Grad-CAM, else K), "backend" ("openvino-cpp") and "precision".
 std::string json_record(const Explanation& result, const RecordContext& context);
 
 /// Writes <stem>.cam.png, <stem>.cam.npy (if asked) and <stem>.json into `out_dir`.
