@@ -5,6 +5,8 @@ Modes, each in its own process:
 
 * ``python-ort``: `unioncam_rt.explainer.Explainer` on ONNX Runtime, one image per call
   after a warm-up image (the reference);
+* ``python-openvino``: the same on the Python runtime's OpenVINO backend, fp32, where it
+  has one (same runtime as C++: separates the language from the inference runtime);
 * ``cpp-library``: `unioncam::Engine::explain`, one image per call after a warm-up image
   (``cpp/benchmarks/latency.cpp``), fp32 and, with ``--bf16``, bf16;
 * ``cpp-cli``: ``unioncam-cpp explain`` on all the photos, wall time of the whole process
@@ -40,7 +42,8 @@ def worker(args) -> dict:
     from unioncam_rt.explainer import Explainer
 
     images = [Path(p) for p in args.image]
-    explainer = Explainer(engine_dir=args.engine, method=args.method, batch_size=args.batch_size)
+    explainer = Explainer(engine_dir=args.engine, method=args.method, batch_size=args.batch_size,
+                          backend=args.backend)
     explainer.explain(images[0])
     times = []
     for path in images:
@@ -61,6 +64,14 @@ def ensure_build(build: Path) -> None:
     subprocess.run(["cmake", "-S", str(CPP), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                     f"-DOpenVINO_DIR={openvino_dir}"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
+
+
+def python_has_openvino() -> bool:
+    try:
+        from unioncam_rt.runtime.factory import BACKENDS
+    except ImportError:
+        return False
+    return "openvino" in BACKENDS
 
 
 def run_library(build: Path, engine: Path, method: str, batch_size: int, precision: str, images: list[Path]) -> dict:
@@ -114,6 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
     parser.add_argument("--image", action="append", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -135,6 +147,9 @@ def main() -> None:
             argv = ["--worker", "--engine", str(engine), "--method", method, "--batch-size", str(args.batch_size)]
             argv += [a for p in images for a in ("--image", str(p))]
             runs = {"python-ort": run_worker(Path(__file__), argv)}
+            if python_has_openvino():
+                print(f"{method}: Python runtime (OpenVINO) ...", file=sys.stderr)
+                runs["python-openvino"] = run_worker(Path(__file__), argv + ["--backend", "openvino"])
             for precision in ["fp32"] + (["bf16"] if args.bf16 else []):
                 print(f"{method}: C++ library {precision} ...", file=sys.stderr)
                 runs[f"cpp-library-{precision}"] = run_library(args.build, engine, method, args.batch_size,
