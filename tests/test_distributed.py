@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("ray", reason="needs ray: pip install 'unioncam-rt[serve]'")
 
 from unioncam_rt.cli import ExplainConfig, run_explain  # noqa: E402
-from unioncam_rt.distributed.cluster import RayTarget, WorkerPool  # noqa: E402
+from unioncam_rt.distributed.cluster import WorkerPool  # noqa: E402
 from unioncam_rt.distributed.explain_job import explain_on_ray  # noqa: E402
 from unioncam_rt.runtime.factory import EngineOptions  # noqa: E402
 

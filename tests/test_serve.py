@@ -3,7 +3,6 @@ EfficientNet-Lite0 weights and development photos; explanations, errors, batchin
 
 import base64
 import io
-import json
 import os
 import signal
 import socket
@@ -167,3 +166,26 @@ def test_concurrent_requests_share_engine_calls(server):
     assert after["requests"] - before["requests"] == 4
     assert max(shared) >= 2 and calls < 4, (shared, calls)
     assert len({a.json()["batch"]["call"] for a in answers}) == calls
+
+
+def invoke_serve(*args):
+    import typer
+    from typer.testing import CliRunner
+
+    from unioncam_rt.serve.command import serve_command
+
+    app = typer.Typer()
+    app.command()(serve_command)
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_bad_options_exit_2_in_one_line_before_ray_starts(lite_engine_dir):
+    result = invoke_serve("--engine", lite_engine_dir, "--max-memory", "1KB", "--port", free_port())
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = invoke_serve("--engine", lite_engine_dir, "--port", busy.getsockname()[1])
+    assert result.exit_code == 2 and "pass another --port" in result.output
+    result = invoke_serve("--engine", lite_engine_dir.parent / "missing")
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -9,5 +9,6 @@ Layers, each its own module, none importing ray at import time:
   engine, query parsing, one `explain_loaded` call per group of a batch, response bodies;
 * `http` - Starlette requests to service calls and JSON responses;
 * `app` - the Ray Serve deployment (``@serve.batch``) and its options;
-* `command` - starting Ray and Serve, the typer command (``python -m unioncam_rt.serve``).
+* `runner` - `run_serve`: starting Ray and Serve, waiting for a signal;
+* `command` - the typer command (``unioncam-rt serve``, ``python -m unioncam_rt.serve``).
 """
