@@ -126,6 +126,7 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
     from ..images import list_images
     from ..method import METHODS
 
+    require("ray", "serve")
     require("matplotlib", "eval")
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown or not config.methods:

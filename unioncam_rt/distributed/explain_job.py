@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnionCamError
+from ..errors import UnionCamError, require
 from .cluster import RayTarget, WorkerPool, ray_session
 from .engines import EngineSpec, prepare_engine
 from .pool import actor_pool_rows
@@ -102,6 +102,7 @@ def explain_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = W
     from ..images import list_images
     from ..outputs import unique_stems
 
+    require("ray", "serve")
     out = Path(config.out)
     paths = list_images(config.inputs)
     stems = unique_stems(paths)

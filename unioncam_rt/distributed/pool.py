@@ -33,9 +33,10 @@ def actor_pool_rows(ray, worker_class, worker_args: tuple, items: list[dict], wo
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order, context.enable_progress_bars = True, False
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
+    quieter = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}  # INFO; "bars disabled"
+    levels = {name: logging.getLogger(name).level for name in quieter}
+    for name, level in quieter.items():
+        logging.getLogger(name).setLevel(max(levels[name], level))
     try:
         dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_call)).map_batches(
             worker_class, fn_constructor_args=worker_args, batch_size=per_call, batch_format="numpy",
@@ -43,4 +44,5 @@ def actor_pool_rows(ray, worker_class, worker_args: tuple, items: list[dict], wo
         yield dataset.iter_rows()
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
-        logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -11,7 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass, field, replace
 
-from ..errors import UnionCamError
+from ..errors import UnionCamError, require
 from ..runtime.factory import EngineOptions
 from .app import APP_NAME, ReplicaOptions
 from .service import ServiceSettings
@@ -74,6 +74,7 @@ def run_serve(config: ServeConfig, ready=None) -> None:
     from .app import build_app
     from .service import ExplainService
 
+    require("ray", "serve")
     spec = prepare_engine(config.source, config.engine, progress=True)
     ExplainService(spec.open(), config.service)
     if config.ray_address is None:
