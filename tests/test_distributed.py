@@ -120,6 +120,7 @@ def test_bad_options_are_refused_before_any_work(local_ray, photos, lite_engine_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_on_ray_matches_serial_and_resumes(local_ray, photos, lite_engine_dir, tmp_path):
     pytest.importorskip("matplotlib")
     from unioncam_rt.distributed.evaluate_job import evaluate_on_ray
