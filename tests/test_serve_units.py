@@ -118,3 +118,14 @@ def test_budget_is_passed_on_only_where_the_explainer_takes_it(service):
     assert request.key.budget == "4"
     with pytest.raises(UnionCamError):
         service.prepare(data, {"budget": "lots"})
+
+
+def test_serve_and_distributed_modules_do_not_import_ray():
+    import subprocess
+    import sys
+
+    modules = ["unioncam_rt", "unioncam_rt.serve.command", "unioncam_rt.serve.runner", "unioncam_rt.serve.app",
+               "unioncam_rt.serve.http", "unioncam_rt.distributed.explain_job", "unioncam_rt.distributed.evaluate_job"]
+    code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
