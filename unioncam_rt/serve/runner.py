@@ -45,6 +45,7 @@ class ServeConfig:
 def check_port_free(host: str, port: int) -> None:
     """Refuse a port something already listens on (a local Serve could not bind it)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is no obstacle
         try:
             probe.bind((host, port))
         except OSError as exc:
