@@ -52,16 +52,32 @@ def check_port_free(host: str, port: int) -> None:
             raise UnionCamError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
 
 
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM (handlers restored afterwards)."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
+class StopSignals:
+    """From entry on, SIGINT or SIGTERM asks to stop (a flag, so that start-up finishes
+    cleanly and the service is then shut down); a second one interrupts at once. The
+    previous handlers come back on exit."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+
+    def __enter__(self) -> "StopSignals":
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def wait(self) -> None:
+        """Block until a stop is asked for (at once if it already was)."""
+        while not self.requested.wait(0.5):
+            pass
 
 
 def run_serve(config: ServeConfig, ready=None) -> None:
@@ -87,17 +103,19 @@ def run_serve(config: ServeConfig, ready=None) -> None:
         if not options.cpus_per_replica:
             local = config.ray_address is None
             options = replace(options, cpus_per_replica=max(1, cluster_cpus(ray) // options.replicas) if local else 1)
-        serve.start(http_options={"host": config.host, "port": config.port})
-        try:
-            serve.run(build_app(spec, config.service, options), name=APP_NAME, route_prefix="/")
-            url = f"http://{config.host}:{config.port}"
-            print(f"unioncam-rt serve: {url} ({options.replicas} replica(s), {options.cpus_per_replica} CPU(s) each); "
-                  "Ctrl-C stops", file=sys.stderr, flush=True)
-            if ready is not None:
-                ready(url)
-            wait_for_signal()
-        finally:
-            if config.ray_address is None:
-                serve.shutdown()
-            else:
-                serve.delete(APP_NAME)
+        with StopSignals() as stop:  # after ray.init, which installs handlers of its own
+            serve.start(http_options={"host": config.host, "port": config.port})
+            try:
+                serve.run(build_app(spec, config.service, options), name=APP_NAME, route_prefix="/")
+                url = f"http://{config.host}:{config.port}"
+                if not stop.requested.is_set():
+                    print(f"unioncam-rt serve: {url} ({options.replicas} replica(s), {options.cpus_per_replica} "
+                          "CPU(s) each); Ctrl-C stops", file=sys.stderr, flush=True)
+                    if ready is not None:
+                        ready(url)
+                stop.wait()
+            finally:
+                if config.ray_address is None:
+                    serve.shutdown()
+                else:
+                    serve.delete(APP_NAME)
