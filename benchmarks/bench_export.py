@@ -39,11 +39,11 @@ def main() -> None:
         worst = max((c.rel_to_max for c in report.parity if c.name != "class_index"), default=0.0)
         results[name] = {"seconds": report.seconds, "total_s": total, "files": report.files,
                          "parity_max_rel": worst, "feature_shape": list(report.manifest.feature_shape)}
-        rows.append([name, "x".join(map(str, report.manifest.feature_shape)), total,
-                     report.seconds["features.onnx"] + report.seconds["scores.onnx"],
-                     report.files["features.onnx"] / 2**20, report.files["scores.onnx"] / 2**20, worst])
-    print_table(["model", "K x h x w", "export s", "ONNX tracing s", "features.onnx MiB", "scores.onnx MiB",
-                 "parity max rel err"], rows)
+        rows.append([name, "x".join(map(str, report.manifest.feature_shape)), total, report.seconds["model"],
+                     report.seconds["graphs"], report.files["features.onnx"] / 2**10, report.files["scores.onnx"] / 2**10,
+                     report.files["weights.bin"] / 2**20, sum(report.files.values()) / 2**20, worst])
+    print_table(["model", "K x h x w", "export s", "model + tracing s", "graphs s", "features.onnx KiB",
+                 "scores.onnx KiB", "weights.bin MiB", "directory MiB", "parity max rel err"], rows)
     write_json(args.out / "export.json", {"machine": machine(), "models": results})
 
 

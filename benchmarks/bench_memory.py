@@ -93,7 +93,6 @@ def main() -> None:
         try:
             for model in args.models.split(","):
                 weights = None if model == "efficientnet-lite0" else "random:0"
-                extra = ["--weights", weights] if weights else []
                 engines = {"before": tmp / f"{model}-before", "after": tmp / f"{model}-after"}
                 export(old, model, weights, engines["before"])
                 export(REPO, model, weights, engines["after"])

@@ -1,24 +1,26 @@
-"""Per-image UnionCAM latency of the runtime against its forward-pass floor and other tools.
+"""Per-image UnionCAM latency on the CPU: every backend, precision and budget against exact
+ONNX Runtime fp32, its forward-pass floor and other tools.
 
 Every mode runs in its own process (so its peak memory is its own) on the same model,
 images and machine, in one run:
 
-* ``onnxruntime`` - unioncam-rt, exact fp32, ONNX Runtime CPU. Its floor is measured in
-  the same process: (masked passes run) x (per-image time of one batched pass of the same
-  scoring session at ``--batch-size``).
-* ``int8`` - unioncam-rt's static INT8 scoring graph (calibrated on other photos); fidelity
-  = Pearson of its maps with the fp32 maps, and branch agreement.
-* ``torch`` - unioncam-rt's PyTorch reference backend (autograd).
+* ``onnxruntime`` - exact fp32, ONNX Runtime. Its floor is measured in the same process:
+  (masked passes run) x (per-image time of one batched pass of the same scoring session).
+* ``openvino`` - exact fp32 (``INFERENCE_PRECISION_HINT=f32``), OpenVINO; ``openvino-bf16``.
+* ``budget`` - ONNX Runtime fp32 with ``--budget`` (default 128 channels).
+* ``fast`` - the ``--fast`` preset (its backend, precision and budget are printed).
+* ``int8`` - the static INT8 scoring graph (calibrated on other photos).
+* ``torch`` - the PyTorch reference backend (autograd).
 * ``gradcam-scorecam`` - pytorch-grad-cam's ScoreCAM on the same torch model (not UnionCAM:
-  it is the per-channel masked scoring alone, the bulk of UnionCAM's cost).
-* ``torch-cuda``, ``torch-cuda-fp16`` - the torch backend on GPU 0 in fp32 / fp16, with peak
-  GPU memory (``torch.cuda.max_memory_allocated``); run by default only where CUDA is
-  available. Not yet run by this project (no GPU so far).
+  the per-channel masked scoring alone, the bulk of UnionCAM's cost).
+
+Fidelity of every mode: Pearson of its maps with the ``onnxruntime`` maps (median and
+min) and branch agreement. GPU modes: ``benchmarks/bench_gpu.py``.
 
 Usage::
 
+    python benchmarks/bench_runtime.py --model efficientnet-lite0 --images 10 --modes onnxruntime,openvino,openvino-bf16,budget,fast
     python benchmarks/bench_runtime.py --model vgg16 --weights random:0 --images 2
-    python benchmarks/bench_runtime.py --model efficientnet-lite0 --images 10 --modes onnxruntime,int8
 """
 
 from __future__ import annotations
@@ -35,19 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dev_images, machine, median, peak_rss_mib, print_table, run_worker, write_json  # noqa: E402
 
-CPU_MODES = ("onnxruntime", "int8", "torch", "gradcam-scorecam")
-GPU_MODES = ("torch-cuda", "torch-cuda-fp16")
-MODES = CPU_MODES + GPU_MODES
-
-
-def default_modes() -> str:
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    return ",".join(CPU_MODES + (GPU_MODES if cuda else ()))
+MODES = ("onnxruntime", "openvino", "openvino-bf16", "budget", "fast", "int8", "torch", "gradcam-scorecam")
+DEFAULT_MODES = "onnxruntime,openvino,openvino-bf16,budget,fast,gradcam-scorecam"
 
 
 def time_pass(engine, batch_size: int, repeats: int = 3) -> float:
@@ -95,15 +86,23 @@ def worker(args) -> dict:
     else:
         from unioncam_rt.explainer import Explainer
 
-        backend = "torch" if args.worker.startswith("torch") else "onnxruntime"
-        precision = {"int8": "int8", "torch-cuda-fp16": "fp16"}.get(args.worker, "fp32")
-        device = "cuda" if args.worker.startswith("torch-cuda") else "cpu"
+        from unioncam_rt.presets import resolve_mode
+
+        backend, precision, budget = {
+            "onnxruntime": ("onnxruntime", "fp32", None), "openvino": ("openvino", "fp32", None),
+            "openvino-bf16": ("openvino", "bf16", None), "budget": ("onnxruntime", "fp32", args.budget),
+            "int8": ("onnxruntime", "int8", None), "torch": ("torch", "fp32", None),
+        }.get(args.worker, (None, None, None))
+        if args.worker == "fast":
+            mode = resolve_mode(None, None, None, fast=True)
+            backend, precision, budget = mode.backend, mode.precision, mode.budget
+            record["fast"] = mode.describe()
         if backend == "torch":
-            explainer = Explainer(args.model, weights=args.weights, backend="torch", batch_size=args.batch_size,
-                                  device=device, precision=precision)
+            explainer = Explainer(args.model, weights=args.weights, backend="torch", batch_size=args.batch_size)
         else:
-            explainer = Explainer(engine_dir=args.engine, precision=precision, batch_size=args.batch_size)
-            record["pass_s"] = time_pass(explainer.engine, args.batch_size)
+            explainer = Explainer(engine_dir=args.engine, backend=backend, precision=precision,
+                                  batch_size=args.batch_size, budget=budget)
+            record["pass_s"] = time_pass(explainer.engine, args.batch_size or 16)
         explainer.explain(images[0])  # warm-up (not timed)
         for path in images:
             started = time.perf_counter()
@@ -112,10 +111,6 @@ def worker(args) -> dict:
             record["passes"].append(result.masked_passes)
             record["branches"].append(result.branch)
             np.save(maps_dir / f"{path.stem}.npy", result.cam)
-        if device == "cuda":
-            import torch
-
-            record["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     record["peak_rss_mib"] = peak_rss_mib()
     return record
 
@@ -126,8 +121,9 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="e.g. random:0 (VGG16's real weights need a download)")
     parser.add_argument("--images", type=int, default=2, help="development photos to time")
     parser.add_argument("--start", type=int, default=100, help="first row of labels.csv to use")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--modes", default=default_modes())
+    parser.add_argument("--batch-size", type=int, default=None, help="masked batch (default: the runtime's, 16)")
+    parser.add_argument("--budget", default="128", help="the budget mode's --budget")
+    parser.add_argument("--modes", default=DEFAULT_MODES)
     parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration photos (rows before --start)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -161,8 +157,10 @@ def main() -> None:
         records = {}
         for mode in modes:
             print(f"running {mode} ...", file=sys.stderr)
-            common = ["--worker", mode, "--model", args.model, "--engine", str(engine), "--batch-size",
-                      str(args.batch_size), "--maps", str(Path(tmp) / mode)]
+            common = ["--worker", mode, "--model", args.model, "--engine", str(engine), "--budget", args.budget,
+                      "--maps", str(Path(tmp) / mode)]
+            if args.batch_size:
+                common += ["--batch-size", str(args.batch_size)]
             if args.weights:
                 common += ["--weights", args.weights]
             records[mode] = run_worker(Path(__file__), common + [a for p in images for a in ("--image", str(p))])
@@ -173,8 +171,7 @@ def main() -> None:
     for mode, rec in records.items():
         per_image = median(rec["per_image_s"])
         entry = {"median_s_per_image": per_image, "per_image_s": rec["per_image_s"], "masked_passes": rec["passes"],
-                 "peak_rss_mib": rec["peak_rss_mib"], "peak_gpu_mib": rec.get("peak_gpu_mib"),
-                 "branches": rec["branches"]}
+                 "peak_rss_mib": rec["peak_rss_mib"], "branches": rec["branches"], "fast": rec.get("fast")}
         floor = ratio = None
         if "pass_s" in rec:
             floors = [n * rec["pass_s"] for n in rec["passes"]]
@@ -182,22 +179,24 @@ def main() -> None:
             ratio = median([t / f for t, f in zip(rec["per_image_s"], floors)])
             entry.update({"pass_s": rec["pass_s"], "floor_s": floor, "ratio_to_floor": ratio})
         vs_fp32 = per_image / median(base["per_image_s"]) if base else None
-        pearson = agree = None
+        pearson = lowest = agree = None
         if base and mode != "onnxruntime":
-            pearson = median([float(np.corrcoef(rec["maps"][k].ravel(), base["maps"][k].ravel())[0, 1])
-                              for k in base["maps"]])
+            values = [float(np.corrcoef(rec["maps"][k].ravel(), base["maps"][k].ravel())[0, 1]) for k in base["maps"]]
+            pearson, lowest = median(values), min(values)
             if rec["branches"]:
                 agree = float(np.mean([a == b for a, b in zip(rec["branches"], base["branches"])]))
         entry.update({"time_vs_onnxruntime_fp32": vs_fp32, "pearson_vs_fp32_median": pearson,
-                      "branch_agreement": agree})
+                      "pearson_vs_fp32_min": lowest, "branch_agreement": agree})
         summary[mode] = entry
-        rows.append([mode, per_image, median(rec["passes"]), floor if floor else "-", ratio if ratio else "-",
-                     vs_fp32 if vs_fp32 else "-", rec["peak_rss_mib"], rec.get("peak_gpu_mib") or "-",
-                     pearson if pearson is not None else "-", agree if agree is not None else "-"])
+        rows.append([mode + (f" ({rec['fast']})" if rec.get("fast") else ""), per_image, median(rec["passes"]),
+                     floor if floor else "-", ratio if ratio else "-", vs_fp32 if vs_fp32 else "-",
+                     rec["peak_rss_mib"], pearson if pearson is not None else "-",
+                     lowest if lowest is not None else "-", agree if agree is not None else "-"])
     print(f"\nUnionCAM per image, {args.model} (weights {args.weights or 'pretrained'}), {len(images)} photos, "
-          f"batch {args.batch_size}; export {export_s:.1f}s" + (f", int8 calibration {quantize_s:.1f}s" if quantize_s else ""))
+          f"batch {args.batch_size or 'default'}, budget mode {args.budget}; export {export_s:.1f}s"
+          + (f", int8 calibration {quantize_s:.1f}s" if quantize_s else ""))
     print_table(["mode", "median s/img", "passes", "floor s/img", "ratio to floor", "x vs ORT fp32",
-                 "peak RSS MiB", "peak GPU MiB", "Pearson vs fp32", "branch agree"], rows)
+                 "peak RSS MiB", "Pearson vs exact (median)", "Pearson min", "branch agree"], rows)
     write_json(args.out / f"runtime-{args.model}.json", {
         "model": args.model, "weights": args.weights or "pretrained", "images": [p.name for p in images],
         "batch_size": args.batch_size, "export_s": export_s, "quantize_s": quantize_s, "machine": machine(),

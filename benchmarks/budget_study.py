@@ -49,45 +49,61 @@ def label(budget) -> str:
 
 
 class Photo:
-    """One photo's exact pass: features, every channel's score, the exact UnionCAM."""
+    """One photo's exact pass: features, every channel's score, the exact UnionCAM
+    (cached in ``cache`` as an .npz when given: the exact pass is most of the cost)."""
 
-    def __init__(self, engine, options, path: Path):
+    def __init__(self, engine, options, path: Path, cache: Path | None = None):
         from unioncam_rt.images import load_image
         from unioncam_rt.method import gradient
         from unioncam_rt.method.cams import MethodContext, finalize, union_of
         from unioncam_rt.method.ops import is_constant, minmax, relu
         from unioncam_rt.method.scoring import MaskBatch, ScoreCounter
+        from unioncam_rt.runtime.base import FeatureBatch
 
+        self._union_of, self._finalize, self._relu = union_of, finalize, relu
         self.image = load_image(path, engine.input_size).array[None]
-        self.features = engine.features(self.image, np.array([-1]))
         self.counter = ScoreCounter.for_batch(1)
+        stored = cache / f"{path.stem}.npz" if cache is not None else None
+        if stored is not None and stored.is_file():
+            data = np.load(stored)
+            self.features = FeatureBatch(data["logits"], data["activations"], data["gradients"], data["class_index"])
+            self.scores, self.exact_cam = data["scores"], data["exact_cam"]
+            self.exact_branch, self.exact_passes = str(data["exact_branch"]), int(data["exact_passes"])
+        else:
+            self.features = engine.features(self.image, np.array([-1]))
         self.ctx = MethodContext(engine, self.image, self.features, options, self.counter)
         acts = self.features.activations
         self.live = ~is_constant(acts)
+        self.denoise = gradient.denoised_map(acts, self.features.gradients, options.theta, options.alpha)
+        if stored is not None and stored.is_file():
+            return
         b, k = np.nonzero(self.live)
         probs = self.ctx.score(MaskBatch(minmax(acts[b, k].astype(np.float32)), b, self.features.class_index[b]))
         self.scores = np.zeros(acts.shape[:2])
         self.scores[b, k] = probs
-        self.denoise = gradient.denoised_map(acts, self.features.gradients, options.theta, options.alpha)
         region = relu(np.einsum("bk,bkhw->bhw", self.scores, acts.astype(np.float64)))
-        self.exact = union_of(self.ctx, self.denoise, region)
-        self.exact_cam = finalize(self.exact.maps, engine.input_size)[0][0]
-        self.exact_passes = int(self.counter.per_image[0])
-        self._union_of, self._finalize, self._relu = union_of, finalize, relu
+        exact = union_of(self.ctx, self.denoise, region)
+        self.exact_cam = finalize(exact.maps, engine.input_size)[0][0]
+        self.exact_branch, self.exact_passes = exact.union[0].branch, int(self.counter.per_image[0])
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(stored, logits=self.features.logits, activations=acts, gradients=self.features.gradients,
+                     class_index=self.features.class_index, scores=self.scores, exact_cam=self.exact_cam,
+                     exact_branch=self.exact_branch, exact_passes=self.exact_passes)
 
     def with_budget(self, budget):
         """(final map, branch, masked passes) under ``budget``, reusing the exact scores."""
-        from unioncam_rt.method.budget import channel_statistic, fill_weights, select_channels
+        from unioncam_rt.method.budget import select_channels
+        from unioncam_rt.method.cams import region_weights
 
-        acts, grads = self.features.activations, self.features.gradients
-        scored = select_channels(budget, self.live, acts, grads)
-        weights = np.where(scored, self.scores, 0.0)
-        statistic = channel_statistic(budget.rule, acts, grads)
-        weights = fill_weights(budget, weights, scored, self.live, statistic)
+        acts = self.features.activations
+        before = int(self.counter.per_image[0])
+        weights = region_weights(self.ctx, budget, known=self.scores)
         region = self._relu(np.einsum("bk,bkhw->bhw", weights, acts.astype(np.float64)))
         out = self._union_of(self.ctx, self.denoise, region)
         cam = self._finalize(out.maps, self.image.shape[-2:])[0][0]
-        return cam, out.union[0].branch, int(scored.sum()) + 3
+        extra = int(self.counter.per_image[0]) - before  # group passes and the three map scores
+        return cam, out.union[0].branch, int(select_channels(budget, self.live, acts, self.features.gradients).sum()) + extra
 
 
 def main() -> None:
@@ -100,6 +116,7 @@ def main() -> None:
     parser.add_argument("--curves", default="", help="variants (same syntax) that also get insertion/deletion")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--cache", type=Path, default=None, help="keep each photo's exact pass here (.npz) and reuse it")
     args = parser.parse_args()
     from tqdm import tqdm
 
@@ -116,7 +133,8 @@ def main() -> None:
         engine = ExportedEngine(Path(tmp) / "engine", providers=["CPUExecutionProvider"])
         options = MethodOptions(batch_size=args.batch_size)
         started = time.perf_counter()
-        photos = [Photo(engine, options, p) for p in tqdm(paths, desc="exact scores", unit="photo")]
+        cache = args.cache / f"{args.model}-{args.weights or 'pretrained'}" if args.cache else None
+        photos = [Photo(engine, options, p, cache) for p in tqdm(paths, desc="exact scores", unit="photo")]
         exact_s = time.perf_counter() - started
 
         def metrics(photo, cam, curves: bool):
@@ -149,7 +167,7 @@ def main() -> None:
                 cam, branch, count = photo.with_budget(budget)
                 pearsons.append(float(np.corrcoef(cam.ravel(), photo.exact_cam.ravel())[0, 1])
                                 if cam.std() > 0 and photo.exact_cam.std() > 0 else float(np.allclose(cam, photo.exact_cam)))
-                branches.append(branch == photo.exact.union[0].branch)
+                branches.append(branch == photo.exact_branch)
                 passes.append(count)
                 rows.append(metrics(photo, cam, budget in curve_variants))
             table.append(summarise(label(budget), budget, rows, pearsons, branches, passes))

@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEV_IMAGES = HERE.parent.parent / "shared" / "data" / "imagenet-sample-dev"
+# beside the checkout (developers, CI) or inside it (a copy carried to another machine)
+DEV_IMAGES = next((p for p in (HERE.parent.parent / "shared" / "data" / "imagenet-sample-dev",
+                               HERE.parent / "shared" / "data" / "imagenet-sample-dev") if p.is_dir()),
+                  HERE.parent.parent / "shared" / "data" / "imagenet-sample-dev")
 
 
 def dev_images(start: int, count: int) -> list[Path]:

@@ -118,3 +118,27 @@ def test_engine_masked_probs_match_plain_forward(tiny_engine, tiny_images):
     masked = tiny_images[idx] * resize_bilinear(masks, (32, 32)).astype(np.float32)
     want = tiny_engine.probs(masked)[np.arange(3), cls]
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_the_device_chunking_path_changes_nothing(tiny_images):
+    """The CUDA code path (all masks in one call, chunked and padded on the device), run on
+    the CPU, gives the same UnionCAM as the plain engine."""
+    from unioncam_rt.explainer import Explainer
+    from unioncam_rt.images import LoadedImage
+    from unioncam_rt.runtime.torch_engine import TorchEngine
+
+    from .conftest import tiny_model
+
+    model = tiny_model()
+    plain = Explainer(engine=TorchEngine(model), batch_size=7)
+    device = TorchEngine(model, batch_size=5)
+    device.cuda = device.chunks_internally = device._padded = True
+    chunked = Explainer(engine=device)
+    calls = []
+    original = device._score
+    device._score = lambda *args: calls.append(len(args[1])) or original(*args)
+    loaded = [LoadedImage(None, None, image) for image in tiny_images]
+    for a, b in zip(plain.explain_loaded(loaded, [-1] * 4), chunked.explain_loaded(loaded, [-1] * 4)):
+        assert a.branch == b.branch and a.masked_passes == b.masked_passes
+        np.testing.assert_allclose(a.cam, b.cam, atol=1e-5)
+    assert calls and set(calls) == {5}  # every chunk padded to the fixed shape

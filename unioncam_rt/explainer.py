@@ -142,6 +142,8 @@ class Explainer:
         self.engine = engine
         self.progress = progress
         batch = batch_size or DEFAULT_BATCH
+        if batch_size is not None and getattr(engine, "chunks_internally", False):
+            engine.batch_size = batch_size  # the device batch of an engine that chunks on its device
         if memory_budget is not None:
             per_image = getattr(engine, "scoring_bytes_per_image", 0)
             if not per_image:

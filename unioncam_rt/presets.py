@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from .method.budget import Budget
 
-FAST_BUDGET = Budget(channels=128, cover=None, rule="variance", fill="zero")
+# the fewest channels, by activation energy, whose energy covers 85% of the image's total;
+# unscored channels weigh 0 (README: Speed and Fidelity; benchmarks/budget_study.py)
+FAST_BUDGET = Budget(channels=0, cover=0.85, rule="energy", fill="zero")
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,7 @@ class RunMode:
     budget: Budget
 
     def describe(self) -> str:
-        budget = self.budget.describe()
-        size = "exact" if budget is None else (f"cover {budget['cover']}" if budget["cover"] else "") + (
-            f" K={budget['channels']}" if budget["channels"] else "")
-        return f"{self.backend} {self.precision}, budget {size.strip()}" + (
-            "" if budget is None else f" ({budget['rule']}, fill {budget['fill']})")
+        return f"{self.backend} {self.precision}, budget {self.budget.spec()}"
 
 
 def cpu_has_bf16() -> bool:

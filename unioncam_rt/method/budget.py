@@ -5,14 +5,19 @@ channels:
 
 * **selection** ranks channels by a cheap statistic of the feature pass:
   ``variance`` (of ``A_k`` over h*w; the Faster Score-CAM idea), ``energy``
-  (``sum A_k^2``) or ``gradcam`` (``mean(W_k) * mean(A_k)``, the channel's Grad-CAM
-  contribution); ties go to the lower channel index;
-* **size** is a fixed ``K``, or adaptive: the fewest channels whose ``variance`` covers a
-  share of the total (``cover``), at most ``K``;
+  (``sum A_k^2``), ``mass`` (``sum |A_k|``: how much the channel can add to the region map,
+  whose weights are probabilities) or ``gradcam`` (``mean(W_k) * mean(A_k)``, the channel's
+  Grad-CAM contribution); ties go to the lower channel index;
+* **size** is a fixed ``K``, or adaptive: the fewest channels whose statistic covers a
+  share of the image's total (``cover``; variance for ``gradcam``, whose statistic can be
+  negative), at most ``K``;
 * **fill** weights the channels left unscored: ``zero`` (Faster Score-CAM), ``mean`` (the
-  mean score of the scored channels of that image) or ``estimate`` (a per-image least-
+  mean score of the scored channels of that image), ``estimate`` (a per-image least-
   squares line from the selection statistic to the score, fitted on the scored channels,
-  clipped to [0, 1]).
+  clipped to [0, 1]) or ``group``: the unscored channels are grouped by where their
+  activation peaks (the cell of a grid of at most `GROUP_GRID` x `GROUP_GRID` over the
+  feature map), each group's mean mask is scored once, and every member gets that score
+  (one extra pass per non-empty group).
 
 Written as plain functions on arrays; the C++ library mirrors them.
 """
@@ -26,8 +31,9 @@ import numpy as np
 
 from ..errors import UnionCamError
 
-RULES = ("variance", "energy", "gradcam")
-FILLS = ("zero", "mean", "estimate")
+RULES = ("variance", "energy", "mass", "gradcam")
+FILLS = ("zero", "mean", "estimate", "group")
+GROUP_GRID = 7
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,10 @@ class Budget:
 
     Attributes:
         channels: at most this many channels are scored (0 with no ``cover``: exact).
-        cover: adaptive size: the fewest channels (by variance) whose variance reaches this
-            share of the image's total (0 < cover <= 1), capped at ``channels`` if given.
-        rule: ``variance`` (default), ``energy`` or ``gradcam``.
+        cover: adaptive size: the fewest channels (by the rule's statistic) whose statistic
+            reaches this share of the image's total (0 < cover <= 1), capped at ``channels``
+            if given.
+        rule: ``variance`` (default), ``energy``, ``mass`` or ``gradcam``.
         fill: ``zero`` (default), ``mean`` or ``estimate``.
     """
 
@@ -61,6 +68,13 @@ class Budget:
     def exact(self) -> bool:
         return self.channels == 0 and self.cover is None
 
+    def spec(self) -> str:
+        """The budget as a ``--budget`` string (``exact``, ``128/variance/zero``...)."""
+        if self.exact:
+            return "exact"
+        size = f"cover{self.cover:g}" + (f":{self.channels}" if self.channels else "") if self.cover else str(self.channels)
+        return f"{size}/{self.rule}/{self.fill}"
+
     def describe(self) -> dict | None:
         """What the JSON records (None for exact)."""
         if self.exact:
@@ -70,9 +84,17 @@ class Budget:
     @classmethod
     def parse(cls, text, rule: str | None = None, fill: str | None = None) -> "Budget":
         """``0``/``exact`` -> exact; ``128`` -> K=128; ``cover0.95`` -> adaptive;
-        ``cover0.95:256`` -> adaptive, at most 256; a `Budget` passes through."""
+        ``cover0.95:256`` -> adaptive, at most 256; a rule and a fill may follow after
+        slashes (``cover0.85/energy``, ``128/variance/zero``); a `Budget` passes through."""
         if isinstance(text, Budget):
             return text
+        if text is not None and "/" in str(text):
+            size, *rest = str(text).split("/")
+            if len(rest) > 2:
+                raise UnionCamError(f"--budget {text!r}: give SIZE[/RULE[/FILL]]")
+            rule = rule or rest[0]
+            fill = fill or (rest[1] if len(rest) > 1 else None)
+            text = size
         options = {k: v for k, v in (("rule", rule), ("fill", fill)) if v is not None}
         if text is None or str(text).strip().lower() in ("", "0", "exact", "none"):
             return cls(**options)
@@ -82,7 +104,8 @@ class Budget:
         match = re.fullmatch(r"cover([0-9]*\.?[0-9]+)(?::([0-9]+))?", value)
         if match:
             return cls(channels=int(match.group(2) or 0), cover=float(match.group(1)), **options)
-        raise UnionCamError(f"--budget {text!r}: give 0 (exact), a channel count K, or coverSHARE[:K], e.g. cover0.9:256")
+        raise UnionCamError(f"--budget {text!r}: give 0 (exact), a channel count K, or coverSHARE[:K], optionally "
+                            "/RULE[/FILL], e.g. cover0.85/energy or 128/variance/zero")
 
 
 def channel_statistic(rule: str, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -92,6 +115,8 @@ def channel_statistic(rule: str, activations: np.ndarray, gradients: np.ndarray)
         return a.var(axis=(2, 3))
     if rule == "energy":
         return (a * a).sum(axis=(2, 3))
+    if rule == "mass":
+        return np.abs(a).sum(axis=(2, 3))
     return gradients.astype(np.float64).mean(axis=(2, 3)) * a.mean(axis=(2, 3))
 
 
@@ -100,15 +125,15 @@ def select_channels(budget: Budget, live: np.ndarray, activations: np.ndarray, g
     if budget.exact:
         return live.copy()
     statistic = channel_statistic(budget.rule, activations, gradients)
-    variance = statistic if budget.rule == "variance" else channel_statistic("variance", activations, gradients)
+    coverage = channel_statistic("variance", activations, gradients) if budget.rule == "gradcam" else statistic
     chosen = np.zeros_like(live)
     for b in range(len(live)):
         candidates = np.flatnonzero(live[b])
         order = candidates[np.lexsort((candidates, -statistic[b, candidates]))]  # largest first, low index on ties
         count = len(order)
         if budget.cover is not None:
-            by_variance = candidates[np.lexsort((candidates, -variance[b, candidates]))]
-            cumulative = np.cumsum(variance[b, by_variance])
+            by_coverage = candidates[np.lexsort((candidates, -coverage[b, candidates]))]
+            cumulative = np.cumsum(coverage[b, by_coverage])
             total = cumulative[-1] if len(cumulative) else 0.0
             count = int(np.searchsorted(cumulative, budget.cover * total) + 1) if total > 0 else len(order)
         if budget.channels:
@@ -117,12 +142,36 @@ def select_channels(budget: Budget, live: np.ndarray, activations: np.ndarray, g
     return chosen
 
 
+def peak_groups(activations: np.ndarray, members: np.ndarray, grid: int = GROUP_GRID) -> np.ndarray:
+    """Group id ``[B, K]`` (-1 outside ``members``): the grid cell of each channel's peak."""
+    b, k, h, w = activations.shape
+    flat = activations.reshape(b, k, h * w).argmax(axis=2)
+    rows, cols = flat // w, flat % w
+    cell = (rows * min(grid, h) // h) * min(grid, w) + cols * min(grid, w) // w
+    return np.where(members, cell, -1)
+
+
+def group_masks(activations: np.ndarray, groups: np.ndarray, masks_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per non-empty group of each image: (image index, group id, mean normalised mask)."""
+    images, ids, masks = [], [], []
+    for b in range(len(groups)):
+        for g in np.unique(groups[b][groups[b] >= 0]):
+            members = np.flatnonzero(groups[b] == g)
+            images.append(b)
+            ids.append(g)
+            masks.append(masks_of(activations[b, members]).mean(axis=0))
+    if not masks:
+        shape = activations.shape[2:]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, *shape), np.float32)
+    return np.asarray(images), np.asarray(ids), np.stack(masks).astype(np.float32)
+
+
 def fill_weights(budget: Budget, weights: np.ndarray, scored: np.ndarray, live: np.ndarray,
                  statistic: np.ndarray | None = None) -> np.ndarray:
     """Weights ``[B, K]`` with the live-but-unscored channels filled per ``budget.fill``."""
     out = weights.copy()
     missing = live & ~scored
-    if budget.fill == "zero" or not missing.any():
+    if budget.fill in ("zero", "group") or not missing.any():  # group fills are scored, see cams.region_map
         return out
     for b in range(len(out)):
         have = scored[b]

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..runtime.base import CamEngine, FeatureBatch
 from . import gradient
-from .budget import Budget, channel_statistic, fill_weights, select_channels
+from .budget import Budget, channel_statistic, fill_weights, group_masks, peak_groups, select_channels
 from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear
 from .scoring import MaskBatch, Progress, ScoreCounter, score_masks
 from .union import FUSED, REGION, choose_fused, fuse
@@ -102,19 +102,40 @@ def region_map(ctx: MethodContext) -> np.ndarray:
     the engine. Constant channels get ``s_k = 0`` and no forward pass. Under a `Budget`
     only the selected channels are scored and the others get the budget's fill weight.
     """
-    feats, budget = ctx.features, ctx.options.budget
+    weights = region_weights(ctx, ctx.options.budget)
+    return relu(np.einsum("bk,bkhw->bhw", weights, ctx.features.activations.astype(np.float64)))
+
+
+def region_weights(ctx: MethodContext, budget: Budget, known: np.ndarray | None = None) -> np.ndarray:
+    """Channel weights ``[B, K]`` of the region map under ``budget``.
+
+    Args:
+        ctx: the method context (engine, images, feature pass).
+        budget: which channels to score and how to weight the rest.
+        known: scores of every live channel already measured (``[B, K]``); the selected
+            channels then take theirs instead of new passes (for budget studies).
+    """
+    feats = ctx.features
     acts = feats.activations
     live = ~is_constant(acts)
     scored = select_channels(budget, live, acts, feats.gradients)
     scored_b, scored_k = np.nonzero(scored)
-    masks = minmax(acts[scored_b, scored_k].astype(np.float32))
-    probs = ctx.score(MaskBatch(masks, scored_b, feats.class_index[scored_b]))
     weights = np.zeros(acts.shape[:2], dtype=np.float64)
-    weights[scored_b, scored_k] = probs
-    if not budget.exact:
+    if known is not None:
+        weights[scored_b, scored_k] = known[scored_b, scored_k]
+    else:
+        masks = minmax(acts[scored_b, scored_k].astype(np.float32))
+        weights[scored_b, scored_k] = ctx.score(MaskBatch(masks, scored_b, feats.class_index[scored_b]))
+    if budget.fill == "group":
+        groups = peak_groups(acts, live & ~scored)
+        images, ids, masks = group_masks(acts, groups, minmax)
+        group_probs = ctx.score(MaskBatch(masks, images, feats.class_index[images]))
+        for b, g, p in zip(images, ids, group_probs):
+            weights[b, groups[b] == g] = p
+    elif not budget.exact:
         statistic = channel_statistic(budget.rule, acts, feats.gradients) if budget.fill == "estimate" else None
         weights = fill_weights(budget, weights, scored, live, statistic)
-    return relu(np.einsum("bk,bkhw->bhw", weights, acts.astype(np.float64)))
+    return weights
 
 
 def _gradient_method(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):

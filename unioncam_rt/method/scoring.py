@@ -85,7 +85,8 @@ def score_masks(
         engine: what runs the network.
         images: float32 ``[B, 3, H, W]`` the masks' ``image_index`` refers to.
         batch: the masks.
-        batch_size: masked images per engine call.
+        batch_size: masked images per engine call (an engine with ``chunks_internally``
+            gets all of them in one call and chunks on its device).
         counter: if given, passes run are added to it per image.
         progress: told how many rows will run, then how many ran after each call.
     """
@@ -105,8 +106,10 @@ def score_masks(
         unique_probs = np.empty(len(unique), dtype=np.float64)
         if progress is not None:
             progress.expect(len(unique))
-        for start in range(0, len(unique), batch_size):
-            stop = min(start + batch_size, len(unique))
+        # an engine that batches on its device takes every mask in one call (one host round trip)
+        step = len(unique) if getattr(engine, "chunks_internally", False) else batch_size
+        for start in range(0, len(unique), step):
+            stop = min(start + step, len(unique))
             rows = slice(start, stop)
             used, local_index = np.unique(unique.image_index[rows], return_inverse=True)
             unique_probs[rows] = engine.masked_probs(

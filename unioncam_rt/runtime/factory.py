@@ -57,7 +57,7 @@ class EngineOptions:
         allowed = ("fp32", *APPROXIMATE[self.backend])
         if self.precision not in allowed:
             where = ", ".join(f"{p} ({b})" for b, ps in APPROXIMATE.items() for p in ps if p == self.precision)
-            raise UnionCamError(f"--precision {self.precision} is not a {self.backend} mode ({self.backend} runs "
+            raise UnionCamError(f"--precision {self.precision} is not one of {self.backend}'s modes ({self.backend} runs "
                                 f"{' or '.join(allowed)}); {self.precision} runs on: {where}")
 
 

@@ -57,7 +57,8 @@ class OpenVinoSession(Session):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnionCamError(f"{path}: OpenVINO cannot compile it ({first[:300]})") from None
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        used = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = "bf16" if "bf16" in used or "bfloat16" in used else "fp32" if "32" in used else used
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
         inputs = [port.get_any_name() for port in self.compiled.inputs]

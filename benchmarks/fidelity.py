@@ -1,0 +1,131 @@
+"""Fidelity of every approximate mode against exact UnionCAM (ONNX Runtime fp32), on the
+development photos: Pearson of the maps (mean, min), branch agreement, and the paper's
+metrics (Average Drop / Increase, Insertion / Deletion) with their deltas from exact.
+
+A mode is ``backend:precision:budget``, e.g. ``openvino:bf16:0`` (bf16, exact channels),
+``onnxruntime:fp32:cover0.85/energy``, ``fast`` (the ``--fast`` preset) or ``onnxruntime:int8:0`` (after
+``unioncam-rt quantize`` on photos outside the evaluated range). Metrics are computed
+with the exact fp32 engine for every mode, so only the maps differ.
+
+Usage::
+
+    python benchmarks/fidelity.py --model efficientnet-lite0 --images 200 --modes fast,openvino:bf16:0,onnxruntime:fp32:128
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import dev_images, machine, median, print_table, write_json  # noqa: E402
+
+
+def mode_settings(mode: str):
+    from unioncam_rt.presets import resolve_mode
+
+    if mode == "fast":
+        chosen = resolve_mode(None, None, None, fast=True)
+        return chosen.backend, chosen.precision, chosen.budget, chosen.describe()
+    backend, precision, budget = mode.split(":", 2)
+    return backend, precision, budget, mode
+
+
+def explain_all(explainer, loaded) -> dict:
+    out = {"cams": [], "branches": [], "classes": [], "passes": [], "seconds": []}
+    for image in loaded:
+        started = time.perf_counter()
+        result = explainer.explain_loaded([image], [-1])[0]
+        out["seconds"].append(time.perf_counter() - started)
+        out["cams"].append(result.cam)
+        out["branches"].append(result.branch)
+        out["classes"].append(result.class_index)
+        out["passes"].append(result.masked_passes)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--modes", default="fast")
+    parser.add_argument("--curves", action="store_true", help="also Insertion / Deletion (226 passes per map)")
+    parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration photos (taken after the range)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    from tqdm import tqdm
+
+    from unioncam_rt.explainer import Explainer
+    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.images import load_image
+    from unioncam_rt.method.ops import gaussian_blur
+    from unioncam_rt.metrics import causal_curves, drop_and_increase, masked_probability, trapezoid_auc
+
+    paths = dev_images(args.start, args.images)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="unioncam-fidelity-") as tmp:
+        engine_dir = Path(tmp) / "engine"
+        export_model(ExportConfig(args.model, engine_dir, weights=args.weights))
+        modes = [m for m in args.modes.split(",") if m]
+        if any(":int8:" in m for m in modes):
+            from unioncam_rt.export.quantize import quantize_scores
+
+            quantize_scores(engine_dir, dev_images(args.start + args.images, args.calibration))
+        exact = Explainer(engine_dir)
+        loaded = [load_image(p, exact.engine.input_size) for p in paths]
+        runs = {"exact": explain_all(exact, tqdm(loaded, desc="exact", unit="img"))}
+        labels = {"exact": "onnxruntime fp32, exact"}
+        for mode in modes:
+            backend, precision, budget, label = mode_settings(mode)
+            explainer = Explainer(engine_dir, backend=backend, precision=precision, budget=budget)
+            runs[mode] = explain_all(explainer, tqdm(loaded, desc=mode, unit="img"))
+            labels[mode] = label
+        reference = exact.engine  # metrics always through exact fp32
+        for name, run in runs.items():
+            rows = []
+            for image, cam, c in tqdm(list(zip(loaded, run["cams"], runs["exact"]["classes"])), desc=f"metrics {name}"):
+                logits = reference.features(image.array[None], np.array([c])).logits[0].astype(np.float64)
+                y = float(np.exp(logits[c] - logits.max()) / np.exp(logits - logits.max()).sum())
+                drop, inc = drop_and_increase(y, masked_probability(reference, image.array, cam, c))
+                row = {"avg_drop": drop, "avg_increase": inc}
+                if args.curves:
+                    blurred = gaussian_blur(image.array[None])[0]
+                    ins, dele = causal_curves(reference, image.array, cam, c, blurred=blurred)
+                    row.update(insertion=trapezoid_auc(ins), deletion=trapezoid_auc(dele))
+                rows.append(row)
+            pearsons = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) if a.std() > 0 and b.std() > 0 else 1.0
+                        for a, b in zip(run["cams"], runs["exact"]["cams"])]
+            entry = {"label": labels[name], "pearson_mean": float(np.mean(pearsons)), "pearson_min": float(np.min(pearsons)),
+                     "photos_below_0.99": int(sum(p < 0.99 for p in pearsons)),
+                     "branch_agreement": float(np.mean([a == b for a, b in zip(run["branches"], runs["exact"]["branches"])])),
+                     "class_agreement": float(np.mean([a == b for a, b in zip(run["classes"], runs["exact"]["classes"])])),
+                     "median_s": median(run["seconds"]), "mean_passes": float(np.mean(run["passes"]))}
+            for key in rows[0]:
+                entry[key] = float(np.mean([r[key] for r in rows]))
+            results[name] = entry
+    base = results["exact"]
+    keys = ["avg_drop", "avg_increase"] + (["insertion", "deletion"] if args.curves else [])
+    table = []
+    for name, entry in results.items():
+        table.append([entry["label"], f"{entry['median_s']:.3f}", f"{entry['mean_passes']:.0f}",
+                      f"{entry['pearson_mean']:.4f}", f"{entry['pearson_min']:.4f}", entry["photos_below_0.99"],
+                      f"{entry['branch_agreement'] * 100:.1f}%"]
+                     + [f"{entry[k]:.4g} ({entry[k] - base[k]:+.3g})" for k in keys])
+    print(f"\nfidelity vs exact ONNX Runtime fp32, {args.model} ({args.weights or 'pretrained'}), {len(paths)} photos "
+          f"(rows {args.start}-{args.start + len(paths) - 1}); metrics through the exact engine")
+    print_table(["mode", "median s/img", "passes", "Pearson mean", "Pearson min", "< 0.99", "same branch",
+                 *["AD", "AI", "Insertion", "Deletion"][:len(keys)]], table)
+    name = f"fidelity-{args.model}" + ("" if args.weights is None else f"-{args.weights.replace(':', '')}")
+    write_json(args.out / f"{name}.json", {"model": args.model, "weights": args.weights or "pretrained",
+                                           "images": [p.name for p in paths], "machine": machine(), "modes": results})
+
+
+if __name__ == "__main__":
+    main()
