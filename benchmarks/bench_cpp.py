@@ -14,7 +14,7 @@ Modes, each in its own process:
 
 Usage::
 
-    python benchmarks/bench_cpp.py --images 3 [--methods unioncam,gradcam] [--bf16]
+    python benchmarks/bench_cpp.py --images 3 [--methods unioncam,gradcam] [--bf16] [--rounds 2]
 
 The C++ project is built (Release, -j2) into ``--build`` (default ``cpp/build``) first if
 its binaries are missing.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time the C++ library with bf16 inference")
     parser.add_argument("--build", type=Path, default=CPP / "build", help="cpp/ build folder")
     parser.add_argument("--engine", type=Path, default=None, help="an exported engine directory (default: export one)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every mode this many times, order rotated")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
@@ -132,6 +134,7 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
+    load_before = os.getloadavg()
     images = dev_images(args.start, args.images)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     ensure_build(args.build)
@@ -143,21 +146,32 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "unioncam_rt", "export", "--model", args.model, "--out", str(engine)],
                            check=True, capture_output=True)
         for method in methods:
-            print(f"{method}: Python runtime (ONNX Runtime) ...", file=sys.stderr)
             argv = ["--worker", "--engine", str(engine), "--method", method, "--batch-size", str(args.batch_size)]
             argv += [a for p in images for a in ("--image", str(p))]
-            runs = {"python-ort": run_worker(Path(__file__), argv)}
+            precisions = ["fp32"] + (["bf16"] if args.bf16 else [])
+            modes = {"python-ort": lambda: run_worker(Path(__file__), argv)}
             if python_has_openvino():
-                print(f"{method}: Python runtime (OpenVINO) ...", file=sys.stderr)
-                runs["python-openvino"] = run_worker(Path(__file__), argv + ["--backend", "openvino"])
-            for precision in ["fp32"] + (["bf16"] if args.bf16 else []):
-                print(f"{method}: C++ library {precision} ...", file=sys.stderr)
-                runs[f"cpp-library-{precision}"] = run_library(args.build, engine, method, args.batch_size,
-                                                               precision, images)
-            for precision in ["fp32"] + (["bf16"] if args.bf16 else []):
-                print(f"{method}: C++ CLI {precision} ...", file=sys.stderr)
-                runs[f"cpp-cli-{precision}"] = run_cli(args.build, engine, method, args.batch_size, precision, images,
-                                                       Path(tmp) / f"out-{method}-{precision}")
+                modes["python-openvino"] = lambda: run_worker(Path(__file__), argv + ["--backend", "openvino"])
+            for precision in precisions:
+                modes[f"cpp-library-{precision}"] = (lambda p=precision: run_library(
+                    args.build, engine, method, args.batch_size, p, images))
+            for precision in precisions:
+                modes[f"cpp-cli-{precision}"] = (lambda p=precision: run_cli(
+                    args.build, engine, method, args.batch_size, p, images, Path(tmp) / f"out-{method}-{p}"))
+            # Rounds rotate the order of the modes, so that load from other processes on a
+            # shared machine falls on every mode alike; per-image times are pooled.
+            runs: dict[str, dict] = {}
+            names = list(modes)
+            for round_index in range(args.rounds):
+                for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                    print(f"{method}: {name} (round {round_index + 1}) ...", file=sys.stderr)
+                    rec = modes[name]()
+                    if name not in runs:
+                        runs[name] = rec
+                    else:
+                        runs[name]["per_image_s"] += rec["per_image_s"]
+                        if "peak_rss_mib" in rec:
+                            runs[name]["peak_rss_mib"] = max(runs[name]["peak_rss_mib"], rec["peak_rss_mib"])
             if args.bf16:
                 runs["cpp-cli-bf16"].update(fidelity(Path(tmp) / f"out-{method}-fp32",
                                                      Path(tmp) / f"out-{method}-bf16", images))
@@ -173,11 +187,13 @@ def main() -> None:
                 rows.append([method, mode, rec["median_s_per_image"], rec["time_vs_python_ort"],
                              rec.get("peak_rss_mib", "-"), agree])
     print(f"\nPer-image latency, {args.model}, {len(images)} photos (rows {args.start}-{args.start + len(images) - 1}), "
-          f"batch {args.batch_size}; cpp-cli includes process start, engine open and hash checks")
+          f"batch {args.batch_size}, {args.rounds} round(s); cpp-cli includes process start, engine open and hash "
+          f"checks; 1-min load average before/after: {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}")
     print_table(["method", "mode", "median s/img", "x vs python-ort", "peak RSS MiB", "bf16 vs fp32 (median)"], rows)
     write_json(args.out / f"cpp-{args.model}.json", {"model": args.model, "images": [p.name for p in images],
-                                                     "batch_size": args.batch_size, "machine": machine(),
-                                                     "runs": results})
+                                                     "batch_size": args.batch_size, "rounds": args.rounds,
+                                                     "load_average_before_after": [load_before, os.getloadavg()],
+                                                     "machine": machine(), "runs": results})
 
 
 if __name__ == "__main__":
