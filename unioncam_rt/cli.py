@@ -151,6 +151,23 @@ FastOpt = Annotated[bool, typer.Option(
     "--fast", help="The fastest measured mode on the CPU: OpenVINO bf16 where available, with a channel budget "
     "(README: Speed); explicit --backend/--precision/--budget win.")]
 DeviceOpt = Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")]
+RayOpt = Annotated[bool, typer.Option("--ray", help="Run on Ray Data: a pool of workers, each holding one engine "
+                                      "(pip install 'unioncam-rt[serve]'). Same files; resumes like a serial run.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="With --ray: a Ray cluster (auto, "
+                          "HOST:6379, ray://HOST:10001); implies --ray. Default: a local Ray in this process.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="With --ray: workers (engines). Default: "
+                       "one per CPU of the cluster.")]
+
+
+def ray_job(ray, ray_address, workers):
+    """(RayTarget, WorkerPool) when the run goes to Ray, else None."""
+    if not ray and ray_address is None:
+        if workers is not None:
+            raise UnionCamError("--workers applies to --ray runs")
+        return None
+    from .distributed.cluster import RayTarget, WorkerPool
+
+    return RayTarget(ray_address), WorkerPool(workers)
 
 
 def run_mode(backend, precision, budget, rule, fill, fast):
@@ -202,6 +219,9 @@ def explain(
     budget_rule: BudgetRuleOpt = None,
     budget_fill: BudgetFillOpt = None,
     fast: FastOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
     with user_errors():
@@ -209,7 +229,13 @@ def explain(
         mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
         config = ExplainConfig(list(images), out, source, engine_options(engine, mode, providers, device),
                                target, method, theta, batch_size, save_npy, max_memory, mode.budget)
-        code = run_explain(config)
+        job = ray_job(ray, ray_address, workers)
+        if job is None:
+            code = run_explain(config)
+        else:
+            from .distributed.explain_job import explain_on_ray
+
+            code = explain_on_ray(config, *job)
     raise typer.Exit(code)
 
 
@@ -301,6 +327,9 @@ def evaluate(
     budget_rule: BudgetRuleOpt = None,
     budget_fill: BudgetFillOpt = None,
     fast: FastOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ):
     """Score methods with Average Drop/Increase and Insertion/Deletion; writes results, tables, plots, report."""
     from .evaluate import EvaluateConfig, evaluate as run, markdown_table
@@ -316,7 +345,13 @@ def evaluate(
         config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
                                 limit, out, save_maps, gallery, batch_size, theta,
                                 engine_options(engine, mode, None, "cpu"), source, max_memory, mode.budget)
-        aggregate = run(config)
+        job = ray_job(ray, ray_address, workers)
+        if job is None:
+            aggregate = run(config)
+        else:
+            from .distributed.evaluate_job import evaluate_on_ray
+
+            aggregate = evaluate_on_ray(config, *job)
     typer.echo(markdown_table(aggregate))
     typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")
 
@@ -327,6 +362,11 @@ def models():
     for spec in MODELS.values():
         where = "offline" if spec.offline else "torchvision download or --weights"
         typer.echo(f"{spec.name:20s} target {spec.target_layer}; weights: {where}. {spec.summary}")
+
+
+from .serve.command import serve_command  # noqa: E402  (typer only; ray is imported when it runs)
+
+app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def read_label_rows(path: Path) -> list[tuple[Path, int]]:
     return rows
 
 
-def _load_records(path: Path) -> list[dict]:
+def load_records(path: Path) -> list[dict]:
     """Finished records; a line cut by an interruption (and anything after it) is dropped
     from the file, so that work is redone."""
     if not path.is_file():
@@ -105,18 +106,16 @@ def _load_records(path: Path) -> list[dict]:
     return records
 
 
-def _append(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict) -> None:
+    """Append one finished record to ``records.jsonl`` (flushed to disk at once)."""
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
-    """Run (or resume) an evaluation; returns the aggregate per method."""
-    from tqdm.auto import tqdm
-
-    require("matplotlib", "eval")
+def evaluation_items(config: EvaluateConfig) -> list[tuple[Path, int | None]]:
+    """(image, label) pairs to evaluate, checked before any work."""
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown or not config.methods:
         raise UnionCamError(f"unknown methods {unknown}; available: {', '.join(METHODS)}")
@@ -127,6 +126,53 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     items = items[: config.limit] if config.limit else items
     if not items:
         raise UnionCamError("no images to evaluate")
+    return items
+
+
+def evaluate_image(engine, explainers: dict, path: Path, label, methods: list[str], gallery: bool, save_maps: bool,
+                   batch_size: int) -> Iterator[tuple[dict, list[tuple[str, bytes]]]]:
+    """Evaluate one image with each of ``methods``: yields, per method as soon as it is done,
+    its record and the files that go with it (relative names: ``maps/<method>/<stem>.npy``,
+    ``gallery/...``). The serial run and the Ray workers both use it.
+
+    Raises:
+        UnionCamError: the image cannot be read (before anything is yielded).
+    """
+    loaded = load_image(path, engine.input_size)
+    blurred = gaussian_blur(loaded.array[None])[0]
+    for method in methods:
+        started = time.perf_counter()
+        result = explainers[method].explain_loaded([loaded], [-1])[0]
+        explain_s = time.perf_counter() - started
+        c = result.class_index
+        o = masked_probability(engine, loaded.array, result.cam, c)
+        drop, inc = drop_and_increase(result.probability, o)
+        ins_curve, del_curve = causal_curves(engine, loaded.array, result.cam, c, batch_size=batch_size,
+                                             blurred=blurred)
+        ins, dele = trapezoid_auc(ins_curve), trapezoid_auc(del_curve)
+        record = {
+            "image": path.name, "method": method, "label": label, "class_index": c,
+            "class_name": result.class_name, "probability": result.probability, "masked_probability": o,
+            "avg_drop": drop, "avg_increase": inc, "insertion": ins, "deletion": dele,
+            "overall": ins - dele, "branch": result.branch, "masked_passes": result.masked_passes,
+            "budget": result.budget,
+            "explain_s": explain_s, "insertion_curve": ins_curve.tolist(), "deletion_curve": del_curve.tolist(),
+        }
+        files = []
+        if save_maps:
+            files.append((f"maps/{method}/{path.stem}.npy", npy_bytes(result.cam)))
+        if gallery:
+            files.append((f"gallery/{method}/{path.stem}.png", png_bytes(_thumbnail(overlay(loaded.rgb, result.cam)))))
+            files.append((f"gallery/input/{path.stem}.png", png_bytes(_thumbnail(loaded.rgb))))
+        yield record, files
+
+
+def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
+    """Run (or resume) an evaluation; returns the aggregate per method."""
+    from tqdm.auto import tqdm
+
+    require("matplotlib", "eval")
+    items = evaluation_items(config)
     engine = open_cached_engine(config.source, config.engine, progress=progress)
     explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size,
                                max_memory=config.max_memory, budget=config.budget) for m in config.methods}
@@ -134,7 +180,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS
-    records = _load_records(records_path)
+    records = load_records(records_path)
     done = {(r["image"], r["method"]) for r in records}
     failures: list[str] = []
     todo = sum(1 for path, _ in items for m in config.methods if (path.name, m) not in done)
@@ -144,39 +190,16 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
             if not missing:
                 continue
             try:
-                loaded = load_image(path, engine.input_size)
+                for record, files in evaluate_image(engine, explainers, path, label, missing, index < config.gallery,
+                                                    config.save_maps, batch_size):
+                    for name, content in files:
+                        atomic_write_bytes(out / name, content)
+                    append_record(records_path, record)
+                    records.append(record)
+                    bar.update(1)
             except UnionCamError as exc:
                 failures.append(str(exc))
                 bar.update(len(missing))
-                continue
-            blurred = gaussian_blur(loaded.array[None])[0]
-            for method in missing:
-                started = time.perf_counter()
-                result = explainers[method].explain_loaded([loaded], [-1])[0]
-                explain_s = time.perf_counter() - started
-                c = result.class_index
-                o = masked_probability(engine, loaded.array, result.cam, c)
-                drop, inc = drop_and_increase(result.probability, o)
-                ins_curve, del_curve = causal_curves(engine, loaded.array, result.cam, c,
-                                                     batch_size=batch_size, blurred=blurred)
-                ins, dele = trapezoid_auc(ins_curve), trapezoid_auc(del_curve)
-                record = {
-                    "image": path.name, "method": method, "label": label, "class_index": c,
-                    "class_name": result.class_name, "probability": result.probability, "masked_probability": o,
-                    "avg_drop": drop, "avg_increase": inc, "insertion": ins, "deletion": dele,
-                    "overall": ins - dele, "branch": result.branch, "masked_passes": result.masked_passes,
-                    "budget": result.budget,
-                    "explain_s": explain_s, "insertion_curve": ins_curve.tolist(), "deletion_curve": del_curve.tolist(),
-                }
-                if config.save_maps:
-                    atomic_write_bytes(out / "maps" / method / f"{path.stem}.npy", npy_bytes(result.cam))
-                if index < config.gallery:
-                    atomic_write_bytes(out / "gallery" / method / f"{path.stem}.png",
-                                       png_bytes(_thumbnail(overlay(loaded.rgb, result.cam))))
-                    atomic_write_bytes(out / "gallery" / "input" / f"{path.stem}.png", png_bytes(_thumbnail(loaded.rgb)))
-                _append(records_path, record)
-                records.append(record)
-                bar.update(1)
     aggregate = write_reports(out, records, config, failures, engine.model_name)
     if failures:
         raise UnionCamError(f"{len(failures)} images could not be read: " + "; ".join(failures))

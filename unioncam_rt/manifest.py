@@ -128,6 +128,8 @@ class Manifest:
         for required in (FEATURES_FILE, SCORES_FILE):
             if required not in self.files:
                 raise EngineDirError(f"{source}: does not list {required}; re-export")
+        if not self.weights.get("tensors") or self.weights.get("file") not in self.files:
+            raise EngineDirError(f"{source}: no weights index; re-export")
         for name, digest in self.files.items():
             path = directory / name
             if not path.is_file():

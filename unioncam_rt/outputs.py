@@ -30,22 +30,30 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.5) -> Image.Im
     return Image.fromarray(np.round(mixed).astype(np.uint8), "RGB")
 
 
+def render_explanation(result: Explanation, stem: str, save_npy: bool = False) -> list[tuple[str, bytes]]:
+    """The files of one explanation, in memory: ``(file name, contents)`` for
+    ``<stem>.overlay.png``, ``<stem>.cam.png`` (and ``.cam.npy``), the JSON last."""
+    files = [
+        (f"{stem}.overlay.png", png_bytes(overlay(result.image.rgb, result.cam))),
+        (f"{stem}.cam.png", png_bytes(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L"))),
+    ]
+    if save_npy:
+        files.append((f"{stem}.cam.npy", npy_bytes(result.cam.astype(np.float32))))
+    files.append((f"{stem}.json", (json.dumps(result.summary(), indent=2) + "\n").encode()))
+    return files
+
+
 def write_explanation(result: Explanation, out_dir: Path, stem: str, save_npy: bool = False) -> list[Path]:
     """Write ``<stem>.overlay.png``, ``<stem>.cam.png``, ``<stem>.json`` (and ``.cam.npy``).
 
     All contents are rendered in memory first; files are then renamed into place, the
     JSON last, so a JSON on disk means the maps beside it are complete.
     """
-    payloads: list[tuple[Path, bytes]] = [
-        (out_dir / f"{stem}.overlay.png", png_bytes(overlay(result.image.rgb, result.cam))),
-        (out_dir / f"{stem}.cam.png", png_bytes(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L"))),
-    ]
-    if save_npy:
-        payloads.append((out_dir / f"{stem}.cam.npy", npy_bytes(result.cam.astype(np.float32))))
-    payloads.append((out_dir / f"{stem}.json", (json.dumps(result.summary(), indent=2) + "\n").encode()))
-    for path, data in payloads:
-        atomic_write_bytes(path, data)
-    return [path for path, _ in payloads]
+    written = []
+    for name, data in render_explanation(result, stem, save_npy):
+        atomic_write_bytes(out_dir / name, data)
+        written.append(out_dir / name)
+    return written
 
 
 def unique_stems(paths: list[Path]) -> list[str]:

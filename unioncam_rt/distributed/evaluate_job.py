@@ -12,11 +12,11 @@ the driver writes ``results.json``, the tables, curves and report with the seria
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnionCamError
+from ..evaluate import evaluate_image
 from .cluster import RayTarget, WorkerPool, ray_session
 from .engines import EngineSpec, prepare_engine
 from .pool import actor_pool_rows
@@ -33,50 +33,6 @@ class EvaluateTask:
     save_maps: bool
 
 
-def evaluate_image(engine, explainers: dict, batch_size: int, path: Path, label, index: int, methods: list[str],
-                   task: EvaluateTask) -> tuple[list[dict], list[tuple[str, bytes]]]:
-    """Records of one image for ``methods`` and the files that go with them (relative
-    names: ``maps/<method>/<stem>.npy``, ``gallery/...``), as the serial evaluation makes them.
-
-    Raises:
-        UnionCamError: the image cannot be read.
-    """
-    from ..evaluate import _thumbnail
-    from ..fileio import npy_bytes, png_bytes
-    from ..images import load_image
-    from ..method.ops import gaussian_blur
-    from ..metrics import causal_curves, drop_and_increase, masked_probability, trapezoid_auc
-    from ..outputs import overlay
-
-    loaded = load_image(path, engine.input_size)
-    blurred = gaussian_blur(loaded.array[None])[0]
-    records, files = [], []
-    for method in methods:
-        started = time.perf_counter()
-        result = explainers[method].explain_loaded([loaded], [-1])[0]
-        explain_s = time.perf_counter() - started
-        c = result.class_index
-        o = masked_probability(engine, loaded.array, result.cam, c)
-        drop, inc = drop_and_increase(result.probability, o)
-        ins_curve, del_curve = causal_curves(engine, loaded.array, result.cam, c, batch_size=batch_size,
-                                             blurred=blurred)
-        ins, dele = trapezoid_auc(ins_curve), trapezoid_auc(del_curve)
-        records.append({
-            "image": path.name, "method": method, "label": label, "class_index": c,
-            "class_name": result.class_name, "probability": result.probability, "masked_probability": o,
-            "avg_drop": drop, "avg_increase": inc, "insertion": ins, "deletion": dele,
-            "overall": ins - dele, "branch": result.branch, "masked_passes": result.masked_passes,
-            "budget": getattr(result, "budget", None),
-            "explain_s": explain_s, "insertion_curve": ins_curve.tolist(), "deletion_curve": del_curve.tolist(),
-        })
-        if task.save_maps:
-            files.append((f"maps/{method}/{path.stem}.npy", npy_bytes(result.cam)))
-        if index < task.gallery:
-            files.append((f"gallery/{method}/{path.stem}.png", png_bytes(_thumbnail(overlay(loaded.rgb, result.cam)))))
-            files.append((f"gallery/input/{path.stem}.png", png_bytes(_thumbnail(loaded.rgb))))
-    return records, files
-
-
 class EvaluateWorker:
     """A Ray Data actor: one engine, one `Explainer` per method; one image per row."""
 
@@ -91,8 +47,12 @@ class EvaluateWorker:
         for path, label, index, methods in zip(batch["path"], batch["label"], batch["index"], batch["methods"]):
             records, files, error = [], [], ""
             try:
-                records, files = evaluate_image(self.engine, self.explainers, self.batch_size, Path(str(path)),
-                                                json.loads(str(label)), int(index), json.loads(str(methods)), self.task)
+                for record, produced in evaluate_image(self.engine, self.explainers, Path(str(path)),
+                                                       json.loads(str(label)), json.loads(str(methods)),
+                                                       int(index) < self.task.gallery, self.task.save_maps,
+                                                       self.batch_size):
+                    records.append(record)
+                    files += produced
             except UnionCamError as exc:
                 error = str(exc)
             rows["path"].append(str(path))
@@ -121,23 +81,12 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
     from tqdm.auto import tqdm
 
     from ..errors import require
-    from ..evaluate import RECORDS, _append, _load_records, read_label_rows, write_reports
+    from ..evaluate import RECORDS, append_record, evaluation_items, load_records, write_reports
     from ..fileio import atomic_write_bytes
-    from ..images import list_images
-    from ..method import METHODS
 
     require("ray", "serve")
     require("matplotlib", "eval")
-    unknown = [m for m in config.methods if m not in METHODS]
-    if unknown or not config.methods:
-        raise UnionCamError(f"unknown methods {unknown}; available: {', '.join(METHODS)}")
-    if config.labels is not None:
-        items = read_label_rows(Path(config.labels))
-    else:
-        items = [(p, None) for p in list_images(list(config.inputs))]
-    items = items[: config.limit] if config.limit else items
-    if not items:
-        raise UnionCamError("no images to evaluate")
+    items = evaluation_items(config)
     settings = MethodSettings("unioncam", config.theta, config.batch_size, config.max_memory,
                               getattr(config, "budget", None))
     spec = prepare_engine(config.source, config.engine, progress)
@@ -149,7 +98,7 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS
-    records = _load_records(records_path)
+    records = load_records(records_path)
     done = {(r["image"], r["method"]) for r in records}
     todo = []
     for index, (path, label) in enumerate(items):
@@ -171,7 +120,7 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
                     for name, content in zip(row["names"], row["contents"]):
                         atomic_write_bytes(out / name, bytes(content))
                     for record in json.loads(row["records"]):
-                        _append(records_path, record)
+                        append_record(records_path, record)
                         records.append(record)
                     bar.update(len(json.loads(item["methods"])))
     aggregate = write_reports(out, records, config, failures, model_name)

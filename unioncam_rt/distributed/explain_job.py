@@ -4,7 +4,7 @@ The driver lists the images, names their outputs (`unique_stems`, as the serial 
 skips images whose outputs are all there (the JSON is written last, so it marks a finished
 image), checks every option by building the `Explainer` once, and starts the pool. Each
 actor holds one engine and one `Explainer` and explains a few images per call (their masks
-share engine calls); it renders the files with `write_explanation` itself, so they are the
+share engine calls); it renders the files with `render_explanation` itself, so they are the
 serial run's files byte for byte, and returns their bytes. The driver writes them under
 ``out`` (atomically, JSON last) as they arrive, so only the driver needs to see the output
 folder, and an interrupted run resumes where it stopped. The input images must be readable
@@ -14,9 +14,7 @@ at the same paths on every node.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +48,9 @@ class ExplainWorker:
     def __init__(self, spec: EngineSpec, task: ExplainTask):
         self.explainer = task.settings.explainer(spec.open())
         self.task = task
-        self.scratch = Path(tempfile.mkdtemp(prefix="unioncam-ray-"))
 
     def __call__(self, batch: dict) -> dict:
-        from ..outputs import write_explanation
+        from ..outputs import render_explanation
 
         stems = dict(zip(map(str, batch["path"]), map(str, batch["stem"])))
         rows: dict[str, list] = {"path": [], "stem": [], "error": [], "note": [], "suffixes": [], "contents": []}
@@ -63,10 +60,9 @@ class ExplainWorker:
             if isinstance(outcome, UnionCamError):
                 error = str(outcome)
             else:
-                for written in write_explanation(outcome, self.scratch, stem, self.task.save_npy):
-                    suffixes.append(written.name[len(stem):])
-                    contents.append(written.read_bytes())
-                    written.unlink()
+                for name, content in render_explanation(outcome, stem, self.task.save_npy):
+                    suffixes.append(name[len(stem):])
+                    contents.append(content)
                 note = f"{outcome.class_name} ({outcome.probability:.3f})" + (
                     f" [{outcome.union.branch}]" if outcome.union else "") + (
                     " (constant map: written as zeros)" if outcome.constant_map else "")
@@ -74,9 +70,6 @@ class ExplainWorker:
                                ("suffixes", suffixes), ("contents", contents)):
                 rows[key].append(value)
         return rows
-
-    def __del__(self):
-        shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
 
 
 def images_per_call(images: int, workers: int, images_per_step: int) -> int:
