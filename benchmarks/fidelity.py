@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--modes", default="fast")
     parser.add_argument("--curves", action="store_true", help="also Insertion / Deletion (226 passes per map)")
-    parser.add_argument("--calibration", type=int, default=8, help="INT8 calibration photos (taken after the range)")
+    parser.add_argument("--calibration", type=int, default=8,
+                        help="INT8 calibration photos (after the range, else the range's last ones)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     from tqdm import tqdm
@@ -77,7 +78,11 @@ def main() -> None:
         if any(":int8:" in m for m in modes):
             from unioncam_rt.export.quantize import quantize_scores
 
-            quantize_scores(engine_dir, dev_images(args.start + args.images, args.calibration))
+            # calibration photos after the evaluated range where the set has them, else its last ones
+            after = dev_images(args.start + args.images, args.calibration)
+            calibration = after or paths[-args.calibration:]
+            print(f"INT8 calibration on {', '.join(p.name for p in calibration)}", file=sys.stderr)
+            quantize_scores(engine_dir, calibration)
         exact = Explainer(engine_dir)
         loaded = [load_image(p, exact.engine.input_size) for p in paths]
         runs = {"exact": explain_all(exact, tqdm(loaded, desc="exact", unit="img"))}
