@@ -108,12 +108,8 @@ def test_bad_parameters_are_refused_before_the_engine(service, params, words):
         service.prepare(encoded(photo_like()), params)
 
 
-def test_budget_is_passed_on_only_where_the_explainer_takes_it(service):
+def test_budget_is_passed_on(service):
     data = encoded(photo_like())
-    if not service.takes_budget:
-        with pytest.raises(RequestError, match="budget is not supported by this version"):
-            service.prepare(data, {"budget": "4"})
-        return
     request = service.prepare(data, {"method": "scorecam", "budget": "4"})
     assert request.key.budget == "4"
     with pytest.raises(UnionCamError):

@@ -10,7 +10,6 @@ per key, so their masked passes share engine calls.
 from __future__ import annotations
 
 import base64
-import inspect
 import itertools
 import logging
 import os
@@ -31,13 +30,6 @@ log = logging.getLogger(__name__)
 
 QUERY_PARAMETERS = ("method", "class", "theta", "budget", "npy")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-
-def explainer_takes_budget() -> bool:
-    """True when this version's `Explainer` has a ``budget`` keyword."""
-    from ..explainer import Explainer
-
-    return "budget" in inspect.signature(Explainer.__init__).parameters
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,6 @@ class ExplainService:
     def __init__(self, engine, settings: ServiceSettings = ServiceSettings()):
         self.engine = engine
         self.settings = settings
-        self.takes_budget = explainer_takes_budget()
         self._explainers: OrderedDict[ExplainKey, object] = OrderedDict()
         self._lock = threading.Lock()
         self._calls = itertools.count(1)
@@ -105,8 +96,7 @@ class ExplainService:
         engine = self.engine
         return {"model": engine.model_name, "labels": list(engine.class_names), "classes": len(engine.class_names),
                 "input_size": list(engine.input_size), "backend": getattr(engine, "backend", None),
-                "precision": getattr(engine, "precision", None), "methods": list(METHODS),
-                "budget_supported": self.takes_budget}
+                "precision": getattr(engine, "precision", None), "methods": list(METHODS)}
 
     def stats(self) -> dict:
         """``GET /v1/stats``: this replica's counters (requests explained, engine calls and
@@ -144,8 +134,6 @@ class ExplainService:
             raise RequestError(f"theta {params['theta']!r} is not a number") from None
         budget = params.get("budget")
         if budget is not None:
-            if not self.takes_budget:
-                raise RequestError("budget is not supported by this version")
             budget = budget.strip().lower()
         npy = params.get("npy", "0").strip().lower()
         if npy not in _TRUE + _FALSE:
