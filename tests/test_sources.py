@@ -270,3 +270,30 @@ def test_input_size_the_network_rejects(tmp_path):
     with pytest.raises(UnionCamError, match="the network rejects input size 20x20"):
         export_model(ExportConfig(net, tmp_path / "e", target_layer="1", input_size=20))
     export_model(ExportConfig(net, tmp_path / "e", target_layer="1", input_size=16))
+
+
+def test_an_onnx_file_from_torch_s_default_dynamo_exporter(tmp_path):
+    """torch >= 2.9 exports with dynamo by default: opset 20 (a Gelu node, ReduceMean with
+    axes as an input, BatchNorm1d folded into Gemm), a non-224 input, a ResNet-style block."""
+    pytest.importorskip("onnxscript")
+    net = heads.build("gap_bn1d_gelu_mlp")
+    path = tmp_path / "dynamo.onnx"
+    torch.onnx.export(heads.WithFeatures(net), (torch.rand(2, 3, 24, 20),), str(path), input_names=["x"],
+                      output_names=["logits", "feat"], dynamic_shapes={"x": {0: torch.export.Dim("b")}}, dynamo=True)
+    assert max(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")) >= 18
+    report = export_model(ExportConfig(str(path), tmp_path / "e", target_layer="feat"))
+    assert all(c.ok for c in report.parity) and report.manifest.input_size == (24, 20)
+    from unioncam_rt.runtime.exported import ExportedEngine
+    from unioncam_rt.sources.torch_source import build_classifier
+
+    from .independent import logits_and_leaf_activations
+
+    images = np.random.default_rng(3).random((3, 3, 24, 20)).astype(np.float32)
+    got = ExportedEngine(tmp_path / "e").features(images, np.array([-1, 1, 4]))
+    logits, acts = logits_and_leaf_activations(build_classifier(net, target_layer="features", input_size=(24, 20)),
+                                               torch.from_numpy(images))
+    chosen = torch.tensor([int(logits[0].argmax()), 1, 4])
+    (grads,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), acts)
+    scale = float(grads.abs().max())
+    assert float(np.abs(got.gradients - grads.numpy()).max()) <= 1e-4 * scale
+    assert got.class_index.tolist() == chosen.tolist()
