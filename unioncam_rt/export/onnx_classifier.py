@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError, UnionCamError, require
-from ..sources import ModelSource, file_sha256
+from ..manifest import sha256_file
+from ..sources import ModelSource
 from .graphs import RESERVED, ForwardGraph
 from .onnx_graph import MIN_OPSET, GraphReader, TensorProto, helper, model_opset, rename_tensor, run_onnx
 
@@ -243,7 +244,7 @@ def load_onnx_classifier(source: ModelSource) -> OnnxClassifier:
     mean, std = source.resolved_mean_std()
     forward = forward_graph(model, input_name, dims, logits, target, input_size, mean, std, layout,
                             source.target_layout)
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     info = {"kind": "onnx", "file": path.name, "sha256": sha}
     return OnnxClassifier(path.stem, forward, original, input_name, logits, layout, mean, std, target, sha, info)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ModelError, UnionCamError
+from ..manifest import sha256_file
 from ..zoo.spec import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
 LAYOUTS = ("nchw", "nhwc")
@@ -141,14 +142,6 @@ def check_labels(names: list[str] | None, count: int) -> list[str]:
     return names
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class ModelSource:
     """A classifier to export or explain, and how to read it.
@@ -230,20 +223,20 @@ class ModelSource:
         model = str(self.model)
         fields: dict[str, Any] = {"kind": kind, "model": model}
         if kind == "onnx":
-            fields["model"] = file_sha256(Path(model))
+            fields["model"] = sha256_file(Path(model))
         elif kind == "python":
             location = model.rsplit(":", 1)[0]
             if location.endswith(".py") or "/" in location:
                 path = Path(location)
                 if not path.is_file():
                     raise UnionCamError(f"factory file {path} does not exist")
-                fields["factory_sha256"] = file_sha256(path)
+                fields["factory_sha256"] = sha256_file(path)
         weights = self.weights
         if weights is not None and not str(weights).startswith("random"):
             path = Path(weights)
             if not path.is_file():
                 raise UnionCamError(f"weights file {path} does not exist")
-            weights = "sha256:" + file_sha256(path)
+            weights = "sha256:" + sha256_file(path)
         fields.update(weights=weights, labels=self.label_names(), target_layer=self.target_layer,
                       input_size=self.input_size, mean=self.mean, std=self.std, layout=self.layout,
                       target_layout=self.target_layout)
