@@ -138,14 +138,14 @@ def test_cli_matches_python_runtime(cpp_build, lite_engine_dir, photos, tmp_path
     result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--out", out, "--save-npy", *photos)
     assert result.returncode == 0, result.stderr
 
-    explainer = Explainer(engine_dir=lite_engine_dir, batch_size=32)
+    explainer = Explainer(engine_dir=lite_engine_dir)  # masked batch 16 on both sides by default
     python = {path: outcome for path, outcome in explainer.iter_files(photos)}
     for path in photos:
         ref = python[path]
         record = json.loads((out / f"{path.stem}.json").read_text())
         summary = ref.summary()
-        assert set(summary) <= set(record), set(summary) - set(record)
-        assert record["backend"] == "openvino-cpp" and record["budget"] is None
+        assert list(record) == list(summary)  # the same keys in the same order
+        assert record["backend"] == "openvino-cpp fp32" and record["budget"] is None
         assert record["class_index"] == ref.class_index
         assert [t["class_index"] for t in record["top5"]] == [t["class_index"] for t in summary["top5"]]
         assert record["probability"] == pytest.approx(ref.probability, abs=1e-4)
@@ -170,23 +170,44 @@ def test_cli_matches_python_runtime(cpp_build, lite_engine_dir, photos, tmp_path
     assert not list(out.glob(".*.tmp"))
 
 
-def test_budget_matches_python_budget(cpp_build, lite_engine_dir, photos, tmp_path):
-    """A channel budget K (variance rule, zero fill) scores the same channels on both sides."""
-    import inspect
+def budget_specs() -> list[str]:
+    """Fixed sizes with every fill, and the --fast preset's adaptive budget."""
+    try:
+        from unioncam_rt.presets import FAST_BUDGET
 
+        fast = FAST_BUDGET.spec()
+    except ImportError:
+        fast = "cover0.85:320/energy/zero"
+    return ["128/variance/zero", fast, "64/mass/mean", "96/energy/estimate", "64/variance/group"]
+
+
+@pytest.mark.parametrize("spec", budget_specs())
+def test_budget_matches_python_budget(cpp_build, lite_engine_dir, photos, tmp_path, spec):
+    """UnionCAM under a channel budget: same channels, fills, passes and JSON on both sides."""
     from unioncam_rt.explainer import Explainer
+    from unioncam_rt.method.budget import Budget
 
-    if "budget" not in inspect.signature(Explainer).parameters:
-        pytest.skip("this unioncam_rt has no channel budget")
+    two = photos[:2]
     out = tmp_path / "out"
-    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "scorecam", "--budget", "64",
-                 "--save-npy", "--out", out, photos[0])
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--budget", spec, "--save-npy", "--out", out, *two)
     assert result.returncode == 0, result.stderr
-    ref = Explainer(engine_dir=lite_engine_dir, method="scorecam", batch_size=32, budget=64).explain(photos[0])
-    record = json.loads((out / f"{photos[0].stem}.json").read_text())
-    assert record["budget"] == 64 and record["masked_passes"] == ref.masked_passes == 64
-    cam = np.load(out / f"{photos[0].stem}.cam.npy")
-    assert np.corrcoef(cam.ravel(), ref.cam.ravel())[0, 1] >= 0.999
+    python = dict(Explainer(engine_dir=lite_engine_dir, budget=spec, batch_size=16).iter_files(two))
+    for path in two:
+        ref = python[path]
+        summary = ref.summary()
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        assert record["budget"] == summary["budget"] == Budget.parse(spec).describe()
+        assert record["class_index"] == ref.class_index
+        assert record["branch"] == ref.branch
+        assert record["masked_passes"] == ref.masked_passes
+        for beta in ("beta_denoise", "beta_region", "beta_fused"):
+            assert record[beta] == pytest.approx(summary[beta], abs=1e-4), beta
+        cam = np.load(out / f"{path.stem}.cam.npy")
+        pearson = np.corrcoef(cam.ravel(), ref.cam.ravel())[0, 1]
+        print(f"{spec} {path.name}: {record['masked_passes']} passes, branch {record['branch']}, max |beta diff| "
+              f"{max(abs(record[b] - summary[b]) for b in ('beta_denoise', 'beta_region', 'beta_fused')):.2e}, "
+              f"Pearson {pearson:.8f}")
+        assert pearson >= 0.999
 
 
 def test_tampered_engine_is_refused(cpp_build, lite_engine_dir, photos, tmp_path):
@@ -212,6 +233,13 @@ def test_tampered_engine_is_refused(cpp_build, lite_engine_dir, photos, tmp_path
     result = cli(cpp_build, "explain", "--engine", engine, photos[0])
     assert result.returncode == 2 and "schema version 99" in result.stderr
 
+    manifest["schema_version"] = 1  # read by Python only before schema 2, like here
+    (engine / "manifest.json").write_text(json.dumps(manifest))
+    result = cli(cpp_build, "explain", "--engine", engine, photos[0])
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {engine / 'manifest.json'}: schema version 1, this unioncam C++ runtime reads 2; "
+                             "re-export the model\n")
+
 
 def test_bad_image_is_listed_and_the_others_written(cpp_build, lite_engine_dir, photos, tmp_path):
     bad = tmp_path / "broken.jpg"
@@ -225,13 +253,19 @@ def test_bad_image_is_listed_and_the_others_written(cpp_build, lite_engine_dir, 
     assert "missing.png: no such file" in result.stderr
     record = json.loads((out / f"{photos[0].stem}.json").read_text())
     assert record["method"] == "gradcam" and record["masked_passes"] == 0 and record["theta"] is None
+    assert record["budget"] is None
 
 
 @pytest.mark.parametrize("args, message", [
     (["--class", "1000"], "class index 1000 out of range; this model has classes 0..999"),
     (["--class", "no-such-class"], "unknown class name 'no-such-class'"),
     (["--method", "layercam"], "unknown method 'layercam'; available: unioncam, gradcam, scorecam"),
-    (["--budget", "-1"], "--budget must be an integer >= 0"),
+    (["--budget", "-1"], "--budget '-1': give 0 (exact), a channel count K, or coverSHARE[:K]"),
+    (["--budget", "128/energy/zero/x"], "--budget '128/energy/zero/x': give SIZE[/RULE[/FILL]]"),
+    (["--budget", "cover1.5"], "budget cover 1.5 must lie in (0, 1]"),
+    (["--budget", "64", "--budget-rule", "sideways"],
+     "budget rule 'sideways' unknown; available: variance, energy, mass, gradcam"),
+    (["--budget-fill", "nearest"], "budget fill 'nearest' unknown; available: zero, mean, estimate, group"),
     (["--precision", "fp16"], "unknown precision 'fp16'"),
     (["--theta", "150"], "must be a percentile in [0, 100]"),
 ])
@@ -256,11 +290,13 @@ def test_missing_system_library_is_named(cpp_build, tmp_path):
 
 def test_budget_bf16_and_the_embedding_example(cpp_build, lite_engine_dir, photos, tmp_path):
     out = tmp_path / "out"
-    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "scorecam", "--budget", "8",
-                 "--precision", "bf16", "--out", out, photos[0])
+    result = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--method", "scorecam", "--budget", "cover0.5:8",
+                 "--budget-rule", "energy", "--budget-fill", "mean", "--precision", "bf16", "--out", out, photos[0])
     assert result.returncode == 0, result.stderr
     record = json.loads((out / f"{photos[0].stem}.json").read_text())
-    assert record["budget"] == 8 and record["precision"] == "bf16" and 0 < record["masked_passes"] <= 8
+    assert record["budget"] == {"channels": 8, "cover": 0.5, "rule": "energy", "fill": "mean"}
+    assert record["backend"] == "openvino-cpp bf16" and "precision" not in record
+    assert 0 < record["masked_passes"] <= 8
 
     example = _run([cpp_build / "unioncam_embed_example", lite_engine_dir, photos[0]], timeout=300)
     assert example.returncode == 0, example.stderr

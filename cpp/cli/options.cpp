@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <optional>
 
 namespace unioncam::cli {
 namespace {
@@ -39,9 +40,16 @@ options:
   --class, -c N|NAME   class index or exact class name to explain; default: top-1
   --method M           unioncam (default) | gradcam | scorecam
   --theta T            UnionCAM denoising percentile, 0-100; default 10
-  --budget K           region-map channels scored per image; 0 (default) = exact,
-                       K > 0 = the K highest-variance channels (changes the result)
-  --batch-size, -b B   masked images per scoring call; default 32
+  --budget SPEC        region-map channels scored per image (UnionCAM, Score-CAM):
+                       0 or exact (default); K (e.g. 128); coverS (the fewest channels
+                       whose statistic covers share S of the total); coverS:K (that,
+                       at most K); each optionally /RULE[/FILL], e.g. cover0.85:320/energy
+                       or 128/variance/zero. Anything but exact changes the result.
+  --budget-rule R      which channels a budget scores: variance (default), energy,
+                       mass or gradcam
+  --budget-fill F      weight of the live channels a budget leaves unscored: zero
+                       (default), mean, estimate or group
+  --batch-size, -b B   masked images per scoring call; default 16
   --precision P        fp32 (default, exact) | bf16
   --threads N          OpenVINO inference threads; default 0 = OpenVINO's choice
   --out, -o DIR        output folder; default ./unioncam-out
@@ -62,13 +70,17 @@ Command parse_command(const std::vector<std::string>& args) {
   command.kind = Command::Kind::explain;
   ExplainConfig& config = command.explain;
 
+  std::string budget = "exact";
+  std::optional<std::string> budget_rule, budget_fill;
   using Setter = std::function<void(const std::string& option, const std::string& value)>;
   const std::map<std::string, Setter> with_value = {
       {"--engine", [&](auto&, auto& v) { config.engine_dir = v; }},
       {"--class", [&](auto&, auto& v) { config.target = v; }},
       {"--method", [&](auto&, auto& v) { config.method = parse_method(v); }},
       {"--theta", [&](auto& o, auto& v) { config.theta = parse_double(o, v); }},
-      {"--budget", [&](auto& o, auto& v) { config.budget = parse_int(o, v, 0); }},
+      {"--budget", [&](auto&, auto& v) { budget = v; }},
+      {"--budget-rule", [&](auto&, auto& v) { budget_rule = v; }},
+      {"--budget-fill", [&](auto&, auto& v) { budget_fill = v; }},
       {"--batch-size", [&](auto& o, auto& v) { config.batch_size = parse_int(o, v, 1); }},
       {"--precision", [&](auto&, auto& v) { config.precision = parse_precision(v); }},
       {"--threads", [&](auto& o, auto& v) { config.threads = parse_int(o, v, 0); }},
@@ -111,6 +123,8 @@ Command parse_command(const std::vector<std::string>& args) {
     }
     setter->second(arg, value);
   }
+  // after every option: --budget-rule and --budget-fill win over the specification's parts
+  config.budget = parse_budget(budget, budget_rule, budget_fill);
   if (config.engine_dir.empty()) throw OptionError("--engine DIR is required (an exported engine directory)");
   if (config.inputs.empty()) throw OptionError("give at least one image or folder");
   if (!(config.theta >= 0.0 && config.theta <= 100.0)) {

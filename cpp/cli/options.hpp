@@ -15,8 +15,8 @@ struct ExplainConfig {
   std::optional<std::string> target;  // --class: index or name; default top-1
   Method method = Method::unioncam;
   double theta = 10.0;
-  int budget = 0;
-  int batch_size = 32;
+  Budget budget;                      // --budget, --budget-rule, --budget-fill
+  int batch_size = 16;
   Precision precision = Precision::fp32;
   int threads = 0;
   std::string out_dir = "unioncam-out";

@@ -140,6 +140,17 @@ std::string json_record(const Explanation& result, const RecordContext& context)
   record["beta_fused"] = is_union ? ordered_json(result.union_parts->beta_fused) : ordered_json(nullptr);
   record["branch"] = is_union ? ordered_json(result.union_parts->branch) : ordered_json(nullptr);
   record["masked_passes"] = result.masked_passes;
+  // Python's Budget.describe(): null when exact, and for Grad-CAM (no region map to budget).
+  const Budget& budget = context.budget;
+  if (budget.exact() || result.method == Method::gradcam) {
+    record["budget"] = nullptr;
+  } else {
+    record["budget"] = {{"channels", budget.channels ? ordered_json(budget.channels) : ordered_json(nullptr)},
+                        {"cover", budget.cover ? ordered_json(*budget.cover) : ordered_json(nullptr)},
+                        {"rule", to_string(budget.rule)},
+                        {"fill", to_string(budget.fill)}};
+  }
+  record["backend"] = context.backend;
   record["constant_map"] = result.constant_map;
   record["input_size"] = {result.height, result.width};
   record["original_size"] = {context.original_size[0], context.original_size[1]};
@@ -148,11 +159,6 @@ std::string json_record(const Explanation& result, const RecordContext& context)
                        {"features_s", result.timings.features_s},
                        {"method_s", result.timings.method_s},
                        {"total_s", total}};
-  // The budget that ran: null when exact, and for Grad-CAM (no region map to budget).
-  const bool budgeted = context.budget > 0 && result.method != Method::gradcam;
-  record["budget"] = budgeted ? ordered_json(context.budget) : ordered_json(nullptr);
-  record["backend"] = "openvino-cpp";
-  record["precision"] = to_string(context.precision);
   return record.dump(2) + "\n";
 }
 

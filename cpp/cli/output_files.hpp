@@ -29,13 +29,15 @@ struct RecordContext {
   std::string model;
   std::array<int, 2> original_size{};  // H, W of the upright original
   double theta = 10.0;
-  int budget = 0;
-  Precision precision = Precision::fp32;
+  Budget budget;               // as run (reported for UnionCAM and Score-CAM)
+  std::string backend = "openvino-cpp fp32";
   double load_s = 0.0;
 };
 
-/// The JSON record: the Python runtime's keys (`Explanation.summary()`), plus "budget"
-/// (null when exact or for Grad-CAM, else K), "backend" ("openvino-cpp") and "precision".
+/// The JSON record: the Python runtime's keys, in its order (`Explanation.summary()`).
+/// "budget" is Python's `Budget.describe()`: null when exact and for Grad-CAM, else
+/// {"channels": K or null, "cover": S or null, "rule": ..., "fill": ...}; "backend" is
+/// "openvino-cpp fp32" or "openvino-cpp bf16".
 std::string json_record(const Explanation& result, const RecordContext& context);
 
 /// Writes <stem>.cam.png, <stem>.cam.npy (if asked) and <stem>.json into `out_dir`.

@@ -89,7 +89,7 @@ int run_explain(const ExplainConfig& config) {
       context.original_size = {item.original.height, item.original.width};
       context.theta = options.theta;
       context.budget = options.budget;
-      context.precision = engine.precision();
+      context.backend = "openvino-cpp " + to_string(engine.precision());
       context.load_s = item.load_s;
       write_explanation(result, context, out_dir, stems[item.index], config.save_npy);
       char probability[32];

@@ -23,7 +23,7 @@ void check_options(const ExplainOptions& options, std::size_t num_classes) {
     throw OptionError("theta " + std::to_string(options.theta) + " must be a percentile in [0, 100]");
   }
   if (options.batch_size < 1) throw OptionError("batch size must be at least 1, got " + std::to_string(options.batch_size));
-  if (options.budget < 0) throw OptionError("budget must be 0 (exact) or a positive channel count, got " + std::to_string(options.budget));
+  check_budget(options.budget);
   if (options.class_index < -1 || options.class_index >= static_cast<long long>(num_classes)) {
     throw OptionError("class index " + std::to_string(options.class_index) + " out of range; this model has classes 0.." +
                       std::to_string(num_classes - 1));

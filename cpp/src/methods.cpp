@@ -13,35 +13,70 @@ ChannelMaps FeatureBatch::gradients_of(int b) const {
   return {gradients.data() + std::size_t(b) * shape[0] * plane(), shape[0], shape[1], shape[2]};
 }
 
-std::vector<std::vector<double>> region_maps(MethodContext& ctx) {
+std::vector<std::vector<double>> region_weights(MethodContext& ctx) {
   const FeatureBatch& feats = ctx.features;
+  const Budget& budget = ctx.budget;
   const std::size_t plane = feats.plane();
+  const int channels = feats.shape[0];
+  std::vector<std::vector<char>> live(feats.batch), scored(feats.batch, std::vector<char>(channels, 0));
   MaskRows rows(plane);
-  std::vector<ChannelSelection> selections(feats.batch);
   std::vector<float> mask(plane);
   for (int b = 0; b < feats.batch; ++b) {
     const ChannelMaps acts = feats.activations_of(b);
-    selections[b] = select_channels(acts, ctx.budget);
-    for (int k : selections[b].scored) {
+    live[b] = live_channels(acts);
+    for (int k : select_channels(budget, live[b], acts, feats.gradients_of(b))) {
+      scored[b][k] = 1;
       minmax_f32(acts.channel(k), plane, mask.data());
       rows.add(mask.data(), b, feats.classes[b]);
     }
   }
   const std::vector<double> probs = score_masks(ctx.scoring, rows);
 
-  std::vector<std::vector<double>> maps(feats.batch);
-  std::size_t row = 0;
+  std::vector<std::vector<double>> weights(feats.batch, std::vector<double>(channels, 0.0));
+  std::size_t row = 0;  // rows were added image by image, channels ascending
   for (int b = 0; b < feats.batch; ++b) {
-    const ChannelMaps acts = feats.activations_of(b);
-    std::vector<double> weights(acts.channels, 0.0);
-    if (selections[b].fill_weight != 0.0) {
-      for (int k = 0; k < acts.channels; ++k) {
-        if (!is_constant(acts.channel(k), plane)) weights[k] = selections[b].fill_weight;
+    for (int k = 0; k < channels; ++k) {
+      if (scored[b][k]) weights[b][k] = probs[row++];
+    }
+  }
+
+  if (budget.exact()) return weights;
+  if (budget.fill == BudgetFill::group) {
+    // One mask per non-empty peak cell of each image's unscored live channels, all scored
+    // in a second call; every member takes its group's score.
+    MaskRows group_rows(plane);
+    std::vector<std::vector<ChannelGroup>> groups(feats.batch);
+    for (int b = 0; b < feats.batch; ++b) {
+      std::vector<char> unscored(channels);
+      for (int k = 0; k < channels; ++k) unscored[k] = live[b][k] && !scored[b][k];
+      const ChannelMaps acts = feats.activations_of(b);
+      groups[b] = group_masks(acts, peak_groups(acts, unscored));
+      for (const ChannelGroup& group : groups[b]) group_rows.add(group.mask.data(), b, feats.classes[b]);
+    }
+    const std::vector<double> group_probs = score_masks(ctx.scoring, group_rows);
+    row = 0;
+    for (int b = 0; b < feats.batch; ++b) {
+      for (const ChannelGroup& group : groups[b]) {
+        for (int k : group.members) weights[b][k] = group_probs[row];
+        ++row;
       }
     }
-    for (int k : selections[b].scored) weights[k] = probs[row++];
-    maps[b] = weighted_sum_relu(acts, weights);
+    return weights;
   }
+  for (int b = 0; b < feats.batch; ++b) {
+    const std::vector<double> statistic =
+        budget.fill == BudgetFill::estimate
+            ? channel_statistic(budget.rule, feats.activations_of(b), feats.gradients_of(b))
+            : std::vector<double>();
+    fill_weights(budget, weights[b], scored[b], live[b], statistic);
+  }
+  return weights;
+}
+
+std::vector<std::vector<double>> region_maps(MethodContext& ctx) {
+  const std::vector<std::vector<double>> weights = region_weights(ctx);
+  std::vector<std::vector<double>> maps(ctx.features.batch);
+  for (int b = 0; b < ctx.features.batch; ++b) maps[b] = weighted_sum_relu(ctx.features.activations_of(b), weights[b]);
   return maps;
 }
 

@@ -33,7 +33,7 @@ struct MethodContext {
   const FeatureBatch& features;
   ScoringBatch scoring;
   double theta;
-  int budget;
+  Budget budget;
 };
 
 struct MethodResult {
@@ -41,10 +41,15 @@ struct MethodResult {
   std::vector<std::optional<UnionParts>> parts;  // UnionCAM's, per image
 };
 
-/// Score-CAM region maps ReLU(sum_k s_k A_k) with s_k = p_c(I * up(minmax(A_k))) for the
-/// channels `select_channels` picks (constant channels: 0, no pass); all images' masks are
-/// scored together.
+/// Score-CAM region maps ReLU(sum_k w_k A_k), w_k = `region_weights`.
 std::vector<std::vector<double>> region_maps(MethodContext& ctx);
+
+/// Channel weights of every image's region map under `ctx.budget` (Python's
+/// `region_weights`): s_k = p_c(I * up(minmax(A_k))) for the channels `select_channels`
+/// picks (all images' masks scored in one call), 0 for constant channels (no pass), the
+/// budget's fill for the live channels left out (the `group` fill's masks scored in a
+/// second call).
+std::vector<std::vector<double>> region_weights(MethodContext& ctx);
 
 /// score(L) = p_c(I * up(minmax(L))) - black_probs[c]; `maps[i]` belongs to image
 /// `image_of[i]`. All maps are scored in one `score_masks` call.

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
 
   ExplainOptions budget;
   budget.method = Method::scorecam;
-  budget.budget = 16;
+  budget.budget = parse_budget("16");
   const Explanation s = engine.explain(std::vector<RgbImage>{images[0]}, budget).front();
   check(s.masked_passes > 0 && s.masked_passes <= 16, "Score-CAM with budget 16: " + std::to_string(s.masked_passes) + " passes");
 

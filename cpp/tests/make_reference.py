@@ -12,7 +12,11 @@ checks the C++ pieces against them:
   expected as `unioncam_rt.images.open_image` reads them (byte-equal);
 * ``percentile``: ``np.percentile`` (exact), ``minmax``, ``minmax_f32``, ``upsample``
   (`unioncam_rt.method.ops`), ``denoise`` and ``gradcam`` (`unioncam_rt.method.gradient`),
-  ``fuse`` (`unioncam_rt.method.union`), ``budget`` (the channel budget rule).
+  ``fuse`` (`unioncam_rt.method.union`);
+* ``budget``: `unioncam_rt.method.budget` (channel statistics, selection, fills, peak
+  groups and their masks) on feature maps with constant and tied channels;
+  ``budget_spec``: `Budget.parse` on specification strings (budget, spec, describe, or
+  the error message).
 """
 
 from __future__ import annotations
@@ -252,23 +256,87 @@ def fuse_cases(w: Writer, rng: np.random.Generator) -> list[dict]:
     return cases
 
 
-def budget_cases(w: Writer, rng: np.random.Generator) -> list[dict]:
-    """The budget rule restated in numpy: non-constant channels, K largest population
-    variances, ties to the lower index."""
-    cases = []
-    k, h, wd = 12, 7, 7
+def budget_feature_maps(rng: np.random.Generator, k: int, h: int, wd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Activations with constant channels, exact ties and negative values, and gradients."""
     acts = (rng.random((k, h, wd)) * rng.uniform(0.1, 3, (k, 1, 1))).astype(np.float32)
+    acts[1] -= 0.8  # negative values: energy and mass rank differently
     acts[2] = 1.5  # constant
     acts[5] = 0.0  # constant
-    acts[7] = acts[3]  # a tie: the lower index (3) wins
-    acts[9] = acts[3]
-    variance = acts.reshape(k, -1).astype(np.float64).var(axis=1)
-    live = [c for c in range(k) if acts[c].max() > acts[c].min()]
-    ranked = sorted(live, key=lambda c: (-variance[c], c))
-    for budget in (0, 1, 2, 3, 5, 10, 50):
-        scored = sorted(ranked if budget == 0 else ranked[:budget])
-        cases.append({"channels": k, "height": h, "width": wd, "activations": w.array(acts, "f4"),
-                      "budget": budget, "expected": scored})
+    acts[3] *= 5  # the largest variance...
+    acts[7] = acts[3]  # ...tied: the lower index (3) wins
+    acts[9] = acts[4]
+    grads = rng.normal(size=(k, h, wd)).astype(np.float32)
+    return acts, grads
+
+
+BUDGET_SPECS = ["exact", "1", "5/energy", "8/mass", "6/gradcam", "cover0.5", "cover0.9:6/energy", "cover1/mass",
+                "cover0.3/gradcam", "cover0.7:100", "50", "2/variance/estimate", "1/energy/estimate",
+                "6/mass/estimate", "cover0.6/gradcam/estimate", "4/variance/mean", "cover0.5:3/energy/mean",
+                "5/variance/group", "cover0.4/energy/group", "3/mass/group", "0/energy/group"]
+
+
+def budget_cases(w: Writer, rng: np.random.Generator) -> list[dict]:
+    """`unioncam_rt.method.budget` on one image: statistics, selection, fills, peak groups."""
+    from unioncam_rt.method.budget import (
+        Budget,
+        channel_statistic,
+        fill_weights,
+        group_masks,
+        peak_groups,
+        select_channels,
+    )
+
+    cases = []
+    for k, h, wd in [(24, 7, 7), (16, 5, 9), (12, 14, 14)]:
+        acts, grads = budget_feature_maps(rng, k, h, wd)
+        live = ~ops.is_constant(acts[None])
+        statistic = {rule: w.array(channel_statistic(rule, acts[None], grads[None])[0], "f8")
+                     for rule in ("variance", "energy", "mass", "gradcam")}
+        for spec in BUDGET_SPECS:
+            budget = Budget.parse(spec)
+            scored = select_channels(budget, live, acts[None], grads[None])
+            case = {"channels": k, "height": h, "width": wd, "activations": w.array(acts, "f4"),
+                    "gradients": w.array(grads, "f4"), "spec": spec, "statistic": statistic,
+                    "scored": np.flatnonzero(scored[0]).tolist()}
+            scores = np.where(scored[0], rng.random(k), 0.0)[None]
+            case["scores"] = w.array(scores[0], "f8")
+            rule_statistic = channel_statistic(budget.rule, acts[None], grads[None])
+            case["filled"] = w.array(fill_weights(budget, scores, scored, live, rule_statistic)[0], "f8")
+            groups = peak_groups(acts[None], live & ~scored)
+            _, ids, masks = group_masks(acts[None], groups, ops.minmax)
+            case["groups"] = groups[0].tolist()
+            case["group_ids"] = [int(g) for g in ids]
+            case["group_masks"] = w.array(masks, "f4")
+            cases.append(case)
+    return cases
+
+
+def budget_spec_cases() -> list[dict]:
+    """`Budget.parse` on specification strings: the budget, its spec() and describe(), or the error."""
+    from unioncam_rt.errors import UnionCamError
+    from unioncam_rt.method.budget import Budget
+
+    texts = [("0", None, None), ("exact", None, None), ("none", None, None), ("", None, None), (" 128 ", None, None),
+             ("128/variance/zero", None, None), ("cover0.85:320/energy/zero", None, None), ("64/mass/mean", None, None),
+             ("96/energy/estimate", None, None), ("64/variance/group", None, None), ("cover0.95", None, None),
+             ("COVER.5:7", None, None), ("cover1", None, None), ("cover0.85/energy", None, None),
+             ("0/energy", None, None), ("exact/mass/group", None, None), ("128", "energy", None),
+             ("128/mass", "energy", "mean"), ("cover0.5/mass/zero", None, "estimate"), ("128/", None, None),
+             ("128//mean", None, None), ("128/energy/zero/x", None, None), ("-1", None, None), ("12a", None, None),
+             ("cover", None, None), ("cover1.", None, None), ("cover0.5:", None, None), ("cover1.5", None, None),
+             ("cover0", None, None), ("cover0.5:x", None, None), ("128/Energy", None, None),
+             ("128/energy/none", None, None), ("64", "sideways", None), ("64", None, "nearest"),
+             ("abc/energy", None, None), ("007", None, None), ("cover0.25:0/gradcam/group", None, None)]
+    cases = []
+    for text, rule, fill in texts:
+        case = {"text": text, "rule": rule, "fill": fill}
+        try:
+            budget = Budget.parse(text, rule, fill)
+            case.update(spec=budget.spec(), describe=budget.describe(), channels=budget.channels,
+                        cover=budget.cover, budget_rule=budget.rule, budget_fill=budget.fill)
+        except UnionCamError as exc:
+            case["error"] = str(exc)
+        cases.append(case)
     return cases
 
 
@@ -286,6 +354,7 @@ def main() -> None:
         "features": feature_cases(w, rng),
         "fuse": fuse_cases(w, rng),
         "budget": budget_cases(w, rng),
+        "budget_spec": budget_spec_cases(),
     }
     (out / "index.json").write_text(json.dumps(index, indent=1))
     print(f"wrote {sum(len(v) for v in index.values())} reference cases to {out}")

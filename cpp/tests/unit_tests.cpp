@@ -6,7 +6,7 @@
 // masked-scoring bookkeeping with a fake scorer, literal numpy values). With it: every case
 // in DIR/index.json, written by tests/make_reference.py from numpy, Pillow and unioncam_rt
 // (Pillow-exact resize, image decoding, percentile, minmax, bilinear upsample, denoised
-// map, Grad-CAM, fusion, channel budget). Exit 0 when everything passes.
+// map, Grad-CAM, fusion, channel budget and its specifications). Exit 0 when everything passes.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -218,6 +219,8 @@ void decode_reference(Results& r, const json& cases, const fs::path& dir) {
   std::printf("  image decoding: %d of %zu files equal to Python's open_image\n", equal, cases.size());
 }
 
+void budget_reference(Results& r, const json& index, const fs::path& dir);
+
 void maths_reference(Results& r, const json& index, const fs::path& dir) {
   auto f64 = [&](const json& name) { return read_array<double>(dir / name.get<std::string>()); };
   auto f32 = [&](const json& name) { return read_array<float>(dir / name.get<std::string>()); };
@@ -261,13 +264,87 @@ void maths_reference(Results& r, const json& index, const fs::path& dir) {
     r.check(max_abs_diff(got, f64(c["expected"])) < 1e-14, "fuse with betas " + c["beta_denoise"].dump() + ", " +
                                                                c["beta_region"].dump());
   }
+  budget_reference(r, index, dir);
+}
+
+std::optional<std::string> optional_string(const json& value) {
+  return value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
+}
+
+// unioncam_rt.method.budget on one image: statistics, selection, fills, peak groups, masks.
+void budget_reference(Results& r, const json& index, const fs::path& dir) {
+  auto f64 = [&](const json& name) { return read_array<double>(dir / name.get<std::string>()); };
+  auto f32 = [&](const json& name) { return read_array<float>(dir / name.get<std::string>()); };
+  int equal = 0;
   for (const json& c : index["budget"]) {
+    const std::string spec = c["spec"];
     const auto acts = f32(c["activations"]);
+    const auto grads = f32(c["gradients"]);
     const ChannelMaps a{acts.data(), c["channels"], c["height"], c["width"]};
-    const ChannelSelection selection = select_channels(a, c["budget"]);
-    r.check(selection.scored == c["expected"].get<std::vector<int>>() && selection.fill_weight == 0.0,
-            "channel budget " + c["budget"].dump());
+    const ChannelMaps g{grads.data(), c["channels"], c["height"], c["width"]};
+    const std::vector<char> live = live_channels(a);
+    for (BudgetRule rule : {BudgetRule::variance, BudgetRule::energy, BudgetRule::mass, BudgetRule::gradcam}) {
+      const auto expected = f64(c["statistic"][to_string(rule)]);
+      const auto got = channel_statistic(rule, a, g);
+      bool close = got.size() == expected.size();
+      for (std::size_t k = 0; close && k < got.size(); ++k) {
+        close = std::fabs(got[k] - expected[k]) <= 1e-12 * std::max(1.0, std::fabs(expected[k]));
+      }
+      r.check(close, "channel statistic " + to_string(rule));
+    }
+    const Budget budget = parse_budget(spec);
+    const std::vector<int> scored = select_channels(budget, live, a, g);
+    bool ok = scored == c["scored"].get<std::vector<int>>();
+    r.check(ok, "channels scored under budget " + spec);
+    std::vector<char> is_scored(a.channels, 0), unscored(a.channels, 0);
+    for (int k : scored) is_scored[k] = 1;
+    for (int k = 0; k < a.channels; ++k) unscored[k] = live[k] && !is_scored[k];
+
+    std::vector<double> weights = f64(c["scores"]);
+    fill_weights(budget, weights, is_scored, live, channel_statistic(budget.rule, a, g));
+    const double fill_error = max_abs_diff(weights, f64(c["filled"]));
+    r.check(fill_error < 1e-12, "fill weights under budget " + spec + ": max error " + std::to_string(fill_error));
+    ok = ok && fill_error < 1e-12;
+
+    const std::vector<int> groups = peak_groups(a, unscored);
+    r.check(groups == c["groups"].get<std::vector<int>>(), "peak groups under budget " + spec);
+    const std::vector<ChannelGroup> found = group_masks(a, groups);
+    std::vector<int> ids;
+    std::vector<float> masks;
+    for (const ChannelGroup& group : found) {
+      ids.push_back(group.id);
+      masks.insert(masks.end(), group.mask.begin(), group.mask.end());
+    }
+    const bool same_groups = ids == c["group_ids"].get<std::vector<int>>() && masks == f32(c["group_masks"]);
+    r.check(same_groups, "group masks (ids, float32 means) under budget " + spec);
+    equal += ok && same_groups && groups == c["groups"].get<std::vector<int>>();
   }
+  std::printf("  channel budget: %d of %zu cases equal to unioncam_rt.method.budget\n", equal, index["budget"].size());
+
+  int parsed = 0;
+  for (const json& c : index["budget_spec"]) {
+    const std::string text = c["text"];
+    std::string got_error;
+    Budget budget;
+    try {
+      budget = parse_budget(text, optional_string(c["rule"]), optional_string(c["fill"]));
+    } catch (const OptionError& exc) {
+      got_error = exc.what();
+    }
+    bool ok;
+    if (c.contains("error")) {
+      ok = got_error == c["error"].get<std::string>();
+      r.check(ok, "parse_budget('" + text + "') fails with Python's message: got '" + got_error + "'");
+    } else {
+      ok = got_error.empty() && budget.spec() == c["spec"].get<std::string>() && budget.channels == c["channels"] &&
+           budget.cover.has_value() == !c["cover"].is_null() &&
+           (!budget.cover || *budget.cover == c["cover"].get<double>()) && to_string(budget.rule) == c["budget_rule"] &&
+           to_string(budget.fill) == c["budget_fill"];
+      r.check(ok, "parse_budget('" + text + "') = " + budget.spec() + (got_error.empty() ? "" : " (" + got_error + ")"));
+    }
+    parsed += ok;
+  }
+  std::printf("  budget specifications: %d of %zu parsed as Budget.parse\n", parsed, index["budget_spec"].size());
 }
 
 }  // namespace

@@ -55,8 +55,9 @@ class InferenceError : public Error {
 // ---------------------------------------------------------------------------------------
 // Options
 
-/// `manifest.json` schema versions this library reads.
-inline constexpr std::array<int, 2> kSchemaVersions{1, 2};
+/// `manifest.json` schema versions this library reads (as the Python runtime: 2; a schema-1
+/// directory is refused with "re-export the model").
+inline constexpr std::array<int, 1> kSchemaVersions{2};
 
 /// Inference precision of OpenVINO's CPU plugin. `fp32` (default) is exact: it is forced,
 /// because the CPU plugin otherwise picks bf16 by itself on CPUs that have it.
@@ -73,6 +74,58 @@ std::string to_string(Precision precision);
 /// Parses a precision name; throws `OptionError`.
 Precision parse_precision(const std::string& name);
 
+/// How a channel budget picks the region-map channels it scores (ranking statistic per
+/// channel, over its h*w activations A_k and gradients W_k).
+enum class BudgetRule {
+  variance,  // population variance of A_k (default)
+  energy,    // sum of A_k^2
+  mass,      // sum of |A_k|
+  gradcam,   // mean(W_k) * mean(A_k); adaptive sizes use variance for coverage
+};
+
+/// What the live channels a budget leaves unscored weigh.
+enum class BudgetFill {
+  zero,      // 0 (default)
+  mean,      // the mean score of the image's scored channels
+  estimate,  // per-image least-squares line from the rule's statistic to the score, in [0, 1]
+  group,     // grouped by the grid cell of their activation peak; each group's mean mask is
+             // scored once (one extra pass per non-empty group), members take its score
+};
+
+/// Region-map channel budget: the Python runtime's `unioncam_rt.method.budget.Budget`.
+///
+/// Per image, among the non-constant channels: rank by `rule` (ties to the lower channel
+/// index); score the first `channels` (fixed size), or with `cover` the fewest channels whose
+/// cumulative statistic reaches `cover` x the image's total (variance for `gradcam`), at
+/// most `channels` when `channels` > 0; weigh the rest by `fill`. Exact (every live channel
+/// scored) when `channels` is 0 and there is no `cover`. Build one with `parse_budget`.
+struct Budget {
+  int channels = 0;             // K; 0 = no fixed count
+  std::optional<double> cover;  // share in (0, 1], or none
+  BudgetRule rule = BudgetRule::variance;
+  BudgetFill fill = BudgetFill::zero;
+
+  bool exact() const { return channels == 0 && !cover; }
+  /// As a `--budget` string: "exact", "128/variance/zero", "cover0.85:320/energy/zero".
+  std::string spec() const;
+};
+
+/// Parses a budget specification, as `Budget.parse` in Python: "0", "exact" (or "none", "")
+/// -> exact; "K" -> K channels; "coverS" -> adaptive; "coverS:K" -> adaptive, at most K;
+/// each optionally followed by "/RULE[/FILL]" ("cover0.85/energy", "128/variance/zero").
+/// `rule` and `fill`, when given and not empty, win over the ones in `text`
+/// (`--budget-rule`, `--budget-fill`). Throws `OptionError` with Python's messages.
+Budget parse_budget(const std::string& text, const std::optional<std::string>& rule = std::nullopt,
+                    const std::optional<std::string>& fill = std::nullopt);
+
+/// Throws `OptionError` unless `channels` >= 0 and `cover`, if any, lies in (0, 1].
+void check_budget(const Budget& budget);
+
+/// "variance", "energy", "mass", "gradcam".
+std::string to_string(BudgetRule rule);
+/// "zero", "mean", "estimate", "group".
+std::string to_string(BudgetFill fill);
+
 struct EngineOptions {
   /// Inference precision (default fp32, exact).
   Precision precision = Precision::fp32;
@@ -87,12 +140,12 @@ struct ExplainOptions {
   int class_index = -1;
   /// UnionCAM's denoising percentile, in [0, 100] (default 10).
   double theta = 10.0;
-  /// Masked images per scoring call (default 32).
-  int batch_size = 32;
-  /// Region-map channel budget: 0 (default) = exact, every non-constant channel is scored;
-  /// K > 0 = score only K channels per image (see `select_channels` in
-  /// src/channel_selection.hpp), the others weigh 0. Changes the result: opt-in.
-  int budget = 0;
+  /// Masked images per scoring call (default 16, as the Python runtime).
+  int batch_size = 16;
+  /// Region-map channel budget (UnionCAM and Score-CAM); default exact, every non-constant
+  /// channel is scored. Anything else changes the result: opt-in, e.g.
+  /// `options.budget = parse_budget("cover0.85:320/energy")`.
+  Budget budget;
 };
 
 // ---------------------------------------------------------------------------------------
