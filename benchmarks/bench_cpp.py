@@ -14,7 +14,11 @@ Modes, each in its own process:
 
 Usage::
 
-    python benchmarks/bench_cpp.py --images 3 [--methods unioncam,gradcam] [--bf16] [--rounds 2]
+    python benchmarks/bench_cpp.py --images 3 [--methods unioncam,gradcam] [--bf16] [--rounds 2] \
+        [--batch-size 16] [--budget SPEC]
+
+``--budget`` (a channel-budget specification such as ``cover0.85:320/energy``, default
+exact) applies to every mode, Python and C++ alike.
 
 The C++ project is built (Release, -j2) into ``--build`` (default ``cpp/build``) first if
 its binaries are missing.
@@ -44,7 +48,7 @@ def worker(args) -> dict:
 
     images = [Path(p) for p in args.image]
     explainer = Explainer(engine_dir=args.engine, method=args.method, batch_size=args.batch_size,
-                          backend=args.backend)
+                          backend=args.backend, budget=args.budget)
     explainer.explain(images[0])
     times = []
     for path in images:
@@ -75,19 +79,21 @@ def python_has_openvino() -> bool:
     return "openvino" in BACKENDS
 
 
-def run_library(build: Path, engine: Path, method: str, batch_size: int, precision: str, images: list[Path]) -> dict:
+def run_library(build: Path, engine: Path, method: str, batch_size: int, precision: str, budget: str,
+                images: list[Path]) -> dict:
     result = subprocess.run([str(build / "unioncam_latency"), str(engine), method, str(batch_size), precision,
-                             *map(str, images)], capture_output=True, text=True)
+                             "--budget", budget, *map(str, images)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"unioncam_latency failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_cli(build: Path, engine: Path, method: str, batch_size: int, precision: str, images: list[Path],
-            out: Path) -> dict:
+def run_cli(build: Path, engine: Path, method: str, batch_size: int, precision: str, budget: str,
+            images: list[Path], out: Path) -> dict:
     started = time.perf_counter()
     result = subprocess.run([str(build / "unioncam-cpp"), "explain", "--engine", str(engine), "--method", method,
-                             "--batch-size", str(batch_size), "--precision", precision, "--save-npy",
+                             "--batch-size", str(batch_size), "--precision", precision, "--budget", budget,
+                             "--save-npy",
                              "--out", str(out), *map(str, images)], capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -118,7 +124,9 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--start", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16, help="masked images per scoring call (default 16, "
+                        "both runtimes' default)")
+    parser.add_argument("--budget", default="exact", help="channel budget of every mode, e.g. cover0.85:320/energy")
     parser.add_argument("--methods", default="unioncam", help="comma-separated: unioncam, gradcam, scorecam")
     parser.add_argument("--bf16", action="store_true", help="also time the C++ library with bf16 inference")
     parser.add_argument("--build", type=Path, default=CPP / "build", help="cpp/ build folder")
@@ -146,7 +154,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "unioncam_rt", "export", "--model", args.model, "--out", str(engine)],
                            check=True, capture_output=True)
         for method in methods:
-            argv = ["--worker", "--engine", str(engine), "--method", method, "--batch-size", str(args.batch_size)]
+            argv = ["--worker", "--engine", str(engine), "--method", method, "--batch-size", str(args.batch_size),
+                    "--budget", args.budget]
             argv += [a for p in images for a in ("--image", str(p))]
             precisions = ["fp32"] + (["bf16"] if args.bf16 else [])
             modes = {"python-ort": lambda: run_worker(Path(__file__), argv)}
@@ -154,10 +163,11 @@ def main() -> None:
                 modes["python-openvino"] = lambda: run_worker(Path(__file__), argv + ["--backend", "openvino"])
             for precision in precisions:
                 modes[f"cpp-library-{precision}"] = (lambda p=precision: run_library(
-                    args.build, engine, method, args.batch_size, p, images))
+                    args.build, engine, method, args.batch_size, p, args.budget, images))
             for precision in precisions:
                 modes[f"cpp-cli-{precision}"] = (lambda p=precision: run_cli(
-                    args.build, engine, method, args.batch_size, p, images, Path(tmp) / f"out-{method}-{p}"))
+                    args.build, engine, method, args.batch_size, p, args.budget, images,
+                    Path(tmp) / f"out-{method}-{p}"))
             # Rounds rotate the order of the modes, so that load from other processes on a
             # shared machine falls on every mode alike; per-image times are pooled.
             runs: dict[str, dict] = {}
@@ -187,11 +197,12 @@ def main() -> None:
                 rows.append([method, mode, rec["median_s_per_image"], rec["time_vs_python_ort"],
                              rec.get("peak_rss_mib", "-"), agree])
     print(f"\nPer-image latency, {args.model}, {len(images)} photos (rows {args.start}-{args.start + len(images) - 1}), "
-          f"batch {args.batch_size}, {args.rounds} round(s); cpp-cli includes process start, engine open and hash "
-          f"checks; 1-min load average before/after: {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}")
+          f"batch {args.batch_size}, budget {args.budget}, {args.rounds} round(s); cpp-cli includes process start, "
+          f"engine open and hash checks; 1-min load average before/after: {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}")
     print_table(["method", "mode", "median s/img", "x vs python-ort", "peak RSS MiB", "bf16 vs fp32 (median)"], rows)
     write_json(args.out / f"cpp-{args.model}.json", {"model": args.model, "images": [p.name for p in images],
-                                                     "batch_size": args.batch_size, "rounds": args.rounds,
+                                                     "batch_size": args.batch_size, "budget": args.budget,
+                                                     "rounds": args.rounds,
                                                      "load_average_before_after": [load_before, os.getloadavg()],
                                                      "machine": machine(), "runs": results})
 

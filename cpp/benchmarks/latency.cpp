@@ -1,6 +1,6 @@
 // Per-image latency of the library (used by benchmarks/bench_cpp.py):
 //
-//   unioncam_latency ENGINE_DIR METHOD BATCH_SIZE PRECISION IMAGE...
+//   unioncam_latency ENGINE_DIR METHOD BATCH_SIZE PRECISION [--budget SPEC] IMAGE...
 //
 // Opens the engine once, explains the first image once to warm up, then explains every
 // image alone (read + resize + explain) and prints one JSON line: per-image seconds, the
@@ -31,7 +31,7 @@ double since(std::chrono::steady_clock::time_point start) {
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::cerr << "usage: " << argv[0] << " ENGINE_DIR METHOD BATCH_SIZE PRECISION IMAGE...\n";
+    std::cerr << "usage: " << argv[0] << " ENGINE_DIR METHOD BATCH_SIZE PRECISION [--budget SPEC] IMAGE...\n";
     return 2;
   }
   try {
@@ -41,7 +41,12 @@ int main(int argc, char** argv) {
     unioncam::ExplainOptions options;
     options.method = unioncam::parse_method(argv[2]);
     options.batch_size = std::stoi(argv[3]);
-    const std::vector<std::string> paths(argv + 5, argv + argc);
+    int first_image = 5;
+    if (argc > 7 && std::string(argv[5]) == "--budget") {
+      options.budget = unioncam::parse_budget(argv[6]);
+      first_image = 7;
+    }
+    const std::vector<std::string> paths(argv + first_image, argv + argc);
     engine.explain(std::vector<unioncam::RgbImage>{unioncam::read_image(paths[0])}, options);  // warm-up
     std::cout << "{\"open_s\": " << open_s << ", \"per_image_s\": [";
     for (std::size_t i = 0; i < paths.size(); ++i) {
