@@ -20,8 +20,8 @@ Usage::
 ``--budget`` (a channel-budget specification such as ``cover0.85:320/energy``, default
 exact) applies to every mode, Python and C++ alike.
 
-The C++ project is built (Release, -j2) into ``--build`` (default ``cpp/build``) first if
-its binaries are missing.
+The C++ project is built (Release, -j2, incrementally) into ``--build`` (default
+``cpp/build``) first.
 """
 
 from __future__ import annotations
@@ -59,15 +59,15 @@ def worker(args) -> dict:
 
 
 def ensure_build(build: Path) -> None:
-    """Configure and build cpp/ into ``build`` (Release, -j2) unless its binaries are there."""
-    if (build / "unioncam-cpp").is_file() and (build / "unioncam_latency").is_file():
-        return
-    import openvino
+    """Configure (once) and build cpp/ into ``build`` (Release, -j2); incremental, so that the
+    binaries always match the sources (a no-op when they do)."""
+    if not (build / "CMakeCache.txt").is_file():
+        import openvino
 
-    print(f"building cpp/ into {build} ...", file=sys.stderr)
-    openvino_dir = Path(openvino.__file__).parent / "cmake"
-    subprocess.run(["cmake", "-S", str(CPP), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    f"-DOpenVINO_DIR={openvino_dir}"], check=True, capture_output=True)
+        print(f"configuring cpp/ into {build} ...", file=sys.stderr)
+        openvino_dir = Path(openvino.__file__).parent / "cmake"
+        subprocess.run(["cmake", "-S", str(CPP), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                        f"-DOpenVINO_DIR={openvino_dir}"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
 
 
