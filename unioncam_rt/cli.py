@@ -141,12 +141,12 @@ PrecisionOpt = Annotated[Optional[str], typer.Option(
     "unioncam-rt quantize). Every mode but fp32 is approximate: see the README's fidelity table.")]
 BudgetOpt = Annotated[Optional[str], typer.Option(
     "--budget", help="Region-map channels scored per image: 0 or exact (default), a count K (e.g. 128), or "
-    "coverS[:K] (the fewest channels whose activation variance covers share S, at most K). Approximate: see the "
-    "README's fidelity table.")]
+    "coverS[:K] (the fewest channels whose selection statistic covers share S of the total, at most K), optionally "
+    "followed by /RULE[/FILL], e.g. cover0.85:320/energy. Approximate: see the README's fidelity table.")]
 BudgetRuleOpt = Annotated[Optional[str], typer.Option(
-    "--budget-rule", help="Which channels a budget scores: variance (default), energy or gradcam.")]
+    "--budget-rule", help="Which channels a budget scores: variance (default), energy, mass or gradcam.")]
 BudgetFillOpt = Annotated[Optional[str], typer.Option(
-    "--budget-fill", help="Weight of the channels a budget leaves unscored: zero (default), mean or estimate.")]
+    "--budget-fill", help="Weight of the channels a budget leaves unscored: zero (default), mean, estimate or group.")]
 FastOpt = Annotated[bool, typer.Option(
     "--fast", help="The fastest measured mode on the CPU: OpenVINO bf16 where available, with a channel budget "
     "(README: Speed); explicit --backend/--precision/--budget win.")]

@@ -46,7 +46,7 @@ class Budget:
             reaches this share of the image's total (0 < cover <= 1), capped at ``channels``
             if given.
         rule: ``variance`` (default), ``energy``, ``mass`` or ``gradcam``.
-        fill: ``zero`` (default), ``mean`` or ``estimate``.
+        fill: ``zero`` (default), ``mean``, ``estimate`` or ``group``.
     """
 
     channels: int = 0
