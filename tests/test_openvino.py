@@ -45,6 +45,9 @@ def test_openvino_unioncam_on_real_photos(lite_engine_dir):
     exact = Explainer(lite_engine_dir)
     fp32 = Explainer(lite_engine_dir, backend="openvino", precision="fp32")
     bf16 = Explainer(lite_engine_dir, backend="openvino", precision="bf16")
+    sessions = bf16.engine
+    assert (sessions.features_session.precision, sessions.scores_session.precision,
+            sessions.decision_session.precision) == ("fp32", "bf16", "fp32")  # only the channel passes in bf16
     for path in paths:
         want, got, fast = exact.explain(path), fp32.explain(path), bf16.explain(path)
         assert got.class_index == want.class_index and got.branch == want.branch

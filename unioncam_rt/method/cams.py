@@ -77,10 +77,12 @@ class MethodContext:
     counter: ScoreCounter
     progress: Progress | None = None
 
-    def score(self, batch: MaskBatch) -> np.ndarray:
-        return score_masks(
-            self.engine, self.images, batch, self.options.batch_size, self.counter, self.progress
-        )
+    def score(self, batch: MaskBatch, decision: bool = False) -> np.ndarray:
+        """Masked probabilities; ``decision`` ones (UnionCAM's map scores, which pick the
+        branch) go to the engine's ``decision_engine`` where it has one (its fp32 twin in a
+        reduced-precision mode)."""
+        engine = getattr(self.engine, "decision_engine", self.engine) if decision else self.engine
+        return score_masks(engine, self.images, batch, self.options.batch_size, self.counter, self.progress)
 
 
 def map_scores(ctx: MethodContext, maps: np.ndarray) -> np.ndarray:
@@ -91,7 +93,7 @@ def map_scores(ctx: MethodContext, maps: np.ndarray) -> np.ndarray:
     """
     image_index = np.arange(len(maps)) % len(ctx.images)
     classes = ctx.features.class_index[image_index]
-    probs = ctx.score(MaskBatch(minmax(maps), image_index, classes))
+    probs = ctx.score(MaskBatch(minmax(maps), image_index, classes), decision=True)
     return probs - ctx.engine.black_probs()[classes]
 
 

@@ -16,26 +16,35 @@ BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: list[str] | None,
-                  precision: str = "fp32", threads: int | None = None) -> tuple[Session, Session]:
-    """The features and scores sessions of an engine directory on one backend."""
+                  precision: str = "fp32", threads: int | None = None) -> tuple[Session, Session, Session | None]:
+    """The features, scores and decision sessions of an engine directory on one backend.
+
+    The decision session scores UnionCAM's three maps (the betas, hence the branch); in the
+    CPU's reduced-precision modes (``int8`` on onnxruntime, ``bf16`` on openvino) it and the
+    features pass stay fp32, so only the per-channel masked passes, nearly all the cost,
+    run in reduced precision. None means: the scores session decides too.
+    """
     if backend == "onnxruntime":
         from .onnxruntime_session import OnnxRuntimeSession
         from .weights import SharedWeights
 
+        if precision == "int8" and SCORES_INT8_FILE not in manifest.files:
+            raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
+                                 f"unioncam-rt quantize --engine {directory}")
         weights = SharedWeights(directory, manifest)
-        scores = SCORES_FILE
-        if precision == "int8":
-            if SCORES_INT8_FILE not in manifest.files:
-                raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
-                                     f"unioncam-rt quantize --engine {directory}")
-            scores = SCORES_INT8_FILE
-        return (OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE)),
-                OnnxRuntimeSession(directory / scores, providers, threads, weights.for_graph(scores)))
+        features = OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE))
+        exact = OnnxRuntimeSession(directory / SCORES_FILE, providers, threads, weights.for_graph(SCORES_FILE))
+        if precision != "int8":
+            return features, exact, None
+        return features, OnnxRuntimeSession(directory / SCORES_INT8_FILE, providers, threads), exact
     if backend == "openvino":
         from .openvino_session import OpenVinoSession
 
-        return (OpenVinoSession(directory / FEATURES_FILE, precision, threads),
-                OpenVinoSession(directory / SCORES_FILE, precision, threads))
+        features = OpenVinoSession(directory / FEATURES_FILE, "fp32", threads)
+        exact = OpenVinoSession(directory / SCORES_FILE, "fp32", threads)
+        if precision == "fp32":
+            return features, exact, None
+        return features, OpenVinoSession(directory / SCORES_FILE, precision, threads), exact
     if backend == "tensorrt":
         from .tensorrt_session import TensorRTSession
 
@@ -46,7 +55,7 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
                 raise EngineDirError(f"{directory} has no {precision} TensorRT engine {name}; "
                                      f"export with --tensorrt{' --fp16' if precision == 'fp16' else ''}")
             sessions.append(TensorRTSession(directory / name, manifest.engines[name]))
-        return sessions[0], sessions[1]
+        return sessions[0], sessions[1], None
     raise UnionCamError(f"backend {backend!r} unknown; available: {', '.join(BACKENDS)}, torch")
 
 
@@ -87,7 +96,7 @@ class ExportedEngine:
         self.input_size = tuple(self.manifest.input_size)
         self.class_names = list(self.manifest.class_names)
         self.feature_shape = tuple(self.manifest.feature_shape)
-        self.features_session, self.scores_session = open_sessions(
+        self.features_session, self.scores_session, self.decision_session = open_sessions(
             self.directory, self.manifest, backend, providers, precision, threads)
         self._black = self.manifest.black_probs_array()
         # for --max-memory: the scoring graph's activations per masked image, and the weights
@@ -126,6 +135,15 @@ class ExportedEngine:
     def masked_probs(self, images, masks, image_index, class_index) -> np.ndarray:
         """Checked on the host first: TensorRT answers an out-of-range ``Gather`` index with
         zeros instead of an error. Calls are chunked to the session's profile limits."""
+        return self._masked_probs(self.scores_session, images, masks, image_index, class_index)
+
+    @property
+    def decision_engine(self):
+        """What scores UnionCAM's maps (the betas): this engine, or its fp32 twin in a
+        reduced-precision mode (see `open_sessions`)."""
+        return self if self.decision_session is None else _DecisionScores(self)
+
+    def _masked_probs(self, session, images, masks, image_index, class_index) -> np.ndarray:
         images = self._check_images(images)
         image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
         classes = self._check_classes(class_index, allow_top1=False)
@@ -134,7 +152,6 @@ class ExportedEngine:
             raise UnionCamError(f"{len(masks)} masks, {len(image_index)} image indices and {len(classes)} classes differ in count")
         if len(image_index) and (image_index.min() < 0 or image_index.max() >= len(images)):
             raise UnionCamError(f"image_index must lie in 0..{len(images) - 1}; got {int(image_index.min())}..{int(image_index.max())}")
-        session = self.scores_session
         max_masks = session.max_rows("masks") or max(len(masks), 1)
         max_images = session.max_rows("image") or max(len(images), 1)
         probs = np.empty(len(masks), dtype=np.float32)
@@ -158,3 +175,18 @@ class ExportedEngine:
     def close(self) -> None:
         self.features_session.close()
         self.scores_session.close()
+        if self.decision_session is not None:
+            self.decision_session.close()
+
+
+class _DecisionScores:
+    """The fp32 scoring session of an `ExportedEngine`, behind the engine's scoring calls."""
+
+    def __init__(self, engine: ExportedEngine):
+        self.engine = engine
+
+    def masked_probs(self, images, masks, image_index, class_index) -> np.ndarray:
+        return self.engine._masked_probs(self.engine.decision_session, images, masks, image_index, class_index)
+
+    def black_probs(self) -> np.ndarray:
+        return self.engine.black_probs()
