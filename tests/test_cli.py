@@ -78,3 +78,12 @@ def test_missing_image_exit_nonzero(tmp_path):
 def test_models_lists_zoo():
     result = invoke("models")
     assert result.exit_code == 0 and "efficientnet-lite0" in result.output and "offline" in result.output
+
+
+@pytest.mark.parametrize("command", ["explain", "export", "inspect", "quantize", "evaluate", "serve", "models"])
+def test_every_command_prints_its_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    if command in ("explain", "evaluate"):
+        assert "/RULE[/FILL]" in result.output  # help text is printed as written, not read as markup

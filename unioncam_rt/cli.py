@@ -13,7 +13,7 @@ import typer
 from .errors import UnionCamError
 from .zoo.spec import DEFAULT_MODEL, MODELS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=(
     "UnionCAM explanations of CNN classifiers, fast enough for production."))
 
 MODEL_HELP = (f"A zoo name ({', '.join(MODELS)}), a Python factory PATH.py:FUNCTION or package.module:FUNCTION "
