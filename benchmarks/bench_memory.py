@@ -4,8 +4,9 @@ this version against an earlier one (default: 0.1.0, commit 4a331e8), in one run
 Every ``explain`` runs in its own process (its peak memory is its own: Linux's VmHWM read
 at exit) on the same photos; the earlier version runs from a ``git worktree`` of that
 commit with its own export. Modes: ``before`` (the earlier version, its default batch 32),
-``default`` (this version, default batch), ``batch32``, and ``max-memory`` (this version
-under ``--max-memory``, default 2GB).
+``default`` (this version, default batch), ``batch32``, ``max-memory`` (this version
+under ``--max-memory``, default 2GB), ``openvino`` (exact, OpenVINO fp32: it maps
+``weights.bin`` itself and repacks weights for its kernels) and ``fast`` (``--fast``).
 
 Usage::
 
@@ -81,8 +82,12 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=100)
     parser.add_argument("--baseline", default="4a331e8", help="git revision to compare with")
     parser.add_argument("--max-memory", default="2GB")
+    parser.add_argument("--modes", default="default,batch32,max-memory,openvino,fast",
+                        help="besides 'before' (the baseline): default, batch32, max-memory, openvino (exact fp32), "
+                             "fast (--fast: OpenVINO bf16 + budget)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
+    wanted = set(args.modes.split(","))
     images = [str(p) for p in dev_images(args.start, args.images)]
     results, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="unioncam-bench-memory-") as tmp:
@@ -101,7 +106,10 @@ def main() -> None:
                     "default": (REPO, engines["after"], []),
                     "batch32": (REPO, engines["after"], ["--batch-size", "32"]),
                     "max-memory": (REPO, engines["after"], ["--max-memory", args.max_memory]),
+                    "openvino": (REPO, engines["after"], ["--backend", "openvino"]),
+                    "fast": (REPO, engines["after"], ["--fast"]),
                 }
+                modes = {name: mode for name, mode in modes.items() if name in wanted or name == "before"}
                 for mode, (code, engine, options) in modes.items():
                     print(f"{model} {mode} ...", file=sys.stderr)
                     out = tmp / f"{model}-{mode}-out"
