@@ -50,6 +50,25 @@ class Context:
             fail(node, f"its {what} must be a constant")
         return value
 
+    def backward_weight(self, node, index: int) -> str:
+        """The weight input ``index`` of ``node`` for use in a backward operator.
+
+        A constant whose first two axes are equal (a Conv kernel with as many output as input
+        channels per group) is given to the backward operator (ConvTranspose) as a private copy
+        under a new name: OpenVINO's CPU plugin packs a constant once per memory address and
+        shape, so the forward and the backward use of one such constant shared the first one's
+        packing and the gradient came out wrong (a test head showed it). Other weights are
+        shared as they are (their packed shapes differ). Gemm avoids the copy differently
+        (see ``gemm_rule``).
+        """
+        name = node.input[index]
+        shape = self.shape(name)
+        if len(shape) >= 2 and shape[0] == shape[1] and (name in self.reader.initializers
+                                                          or self.reader.constant(name) is not None):
+            value = self.const_input(node, index, "weight")
+            return self.emit.const(np.array(value, copy=True), dtype=value.dtype, hint=f"{name}_backward_copy")
+        return name
+
     def unbroadcast(self, grad: str, grad_shape: tuple, target: str) -> str:
         """Sum ``grad`` over the axes along which ``target`` was broadcast."""
         return reduce_to(self, grad, grad_shape, self.shape(target))

@@ -18,10 +18,13 @@ def gemm_rule(ctx: Context, node, grads):
     g = grads[0]
     result = {}
     if ctx.needs(a):
-        if trans_a:
-            result[a] = e.op("Gemm", [b, g], alpha=alpha, transA=trans_b, transB=1)
-        else:
-            result[a] = e.op("Gemm", [g, b], alpha=alpha, transB=1 - trans_b)
+        # dA = g op(B)^T, computed as (op(B) g^T)^T (or op(B) g^T itself when A was transposed):
+        # the weight is Gemm's *first* operand here, so OpenVINO does not take this Gemm for a
+        # second fully-connected layer over the same constant (its CPU plugin packs a constant
+        # once per address and shape: a square weight's forward packing was reused for its
+        # backward, and VGG16's head gradient came out wrong). No copy of the weight is made.
+        spread = e.op("Gemm", [b, g], alpha=alpha, transA=trans_b, transB=1)
+        result[a] = spread if trans_a else e.op("Transpose", [spread], perm=[1, 0])
     if ctx.needs(b):
         if trans_b:
             grad = e.op("Gemm", [g, a], alpha=alpha, transA=1, transB=trans_a)

@@ -130,7 +130,7 @@ def conv_rule(ctx: Context, node, grads):
     kernel, strides, dilations, begin = _pool_geometry(ctx, node, shape[2:], out_shape[2:])
     group = attributes(node).get("group", 1)
     full_hw = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_shape[2:], strides, kernel, dilations)]
-    full = ctx.emit.op("ConvTranspose", [grads[0], w], group=group, strides=strides, dilations=dilations,
+    full = ctx.emit.op("ConvTranspose", [grads[0], ctx.backward_weight(node, 1)], group=group, strides=strides, dilations=dilations,
                        kernel_shape=kernel)
     return {x: _crop_to(ctx, full, full_hw, begin, shape[2:])}
 
