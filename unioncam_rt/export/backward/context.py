@@ -55,7 +55,7 @@ class Context:
 
         A constant whose first two axes are equal (a Conv kernel with as many output as input
         channels per group) is given to the backward operator (ConvTranspose) as a private copy
-        under a new name: OpenVINO's CPU plugin packs a constant once per memory address and
+        under a new name: OpenVINO's CPU plugin evidently packs a constant once per address and
         shape, so the forward and the backward use of one such constant shared the first one's
         packing and the gradient came out wrong (a test head showed it). Other weights are
         shared as they are (their packed shapes differ). Gemm avoids the copy differently

@@ -22,7 +22,8 @@ def gemm_rule(ctx: Context, node, grads):
         # the weight is Gemm's *first* operand here, so OpenVINO does not take this Gemm for a
         # second fully-connected layer over the same constant (its CPU plugin packs a constant
         # once per address and shape: a square weight's forward packing was reused for its
-        # backward, and VGG16's head gradient came out wrong). No copy of the weight is made.
+        # backward, and VGG16's head gradient came out wrong: the symptom, not traced in
+        # OpenVINO's sources). No copy of the weight is made.
         spread = e.op("Gemm", [b, g], alpha=alpha, transA=trans_b, transB=1)
         result[a] = spread if trans_a else e.op("Transpose", [spread], perm=[1, 0])
     if ctx.needs(b):
