@@ -298,6 +298,19 @@ def test_budget_bf16_and_the_embedding_example(cpp_build, lite_engine_dir, photo
     assert record["backend"] == "openvino-cpp bf16" and "precision" not in record
     assert 0 < record["masked_passes"] <= 8
 
+    # bf16 runs only the per-channel passes in bf16 (as the Python runtime): the features
+    # pass, hence the class probability, and the three map scores stay fp32.
+    fp32_out, bf16_out = tmp_path / "fp32", tmp_path / "bf16"
+    for precision, folder in (("fp32", fp32_out), ("bf16", bf16_out)):
+        done = cli(cpp_build, "explain", "--engine", lite_engine_dir, "--precision", precision, "--budget", "64",
+                   "--out", folder, photos[0])
+        assert done.returncode == 0, done.stderr
+    exact, reduced = (json.loads((f / f"{photos[0].stem}.json").read_text()) for f in (fp32_out, bf16_out))
+    assert reduced["backend"] == "openvino-cpp bf16"
+    assert reduced["class_index"] == exact["class_index"]
+    assert reduced["probability"] == pytest.approx(exact["probability"], abs=1e-6)
+    assert reduced["beta_region"] == pytest.approx(exact["beta_region"], abs=2e-2)
+
     example = _run([cpp_build / "unioncam_embed_example", lite_engine_dir, photos[0]], timeout=300)
     assert example.returncode == 0, example.stderr
     assert example.stdout.startswith("tench p=")

@@ -91,7 +91,8 @@ std::vector<Explanation> Engine::explain(const std::vector<FloatImage>& images, 
   started = Clock::now();
   std::vector<int> passes(count, 0);
   detail::MethodContext ctx{features,
-                            {impl_->graphs, batch.data(), image_floats, manifest.black_probs, options.batch_size, passes},
+                            {impl_->graphs, batch.data(), image_floats, manifest.black_probs, options.batch_size, passes,
+                             impl_->graphs.decision_scorer()},
                             options.theta,
                             options.budget};
   detail::MethodResult result = detail::run_method(options.method, ctx);

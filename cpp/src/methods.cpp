@@ -89,7 +89,11 @@ std::vector<double> map_scores(MethodContext& ctx, const std::vector<std::vector
     for (std::size_t j = 0; j < rows.plane; ++j) mask[j] = static_cast<float>(normalised[j]);
     rows.add(mask.data(), image_of[i], ctx.features.classes[image_of[i]]);
   }
-  std::vector<double> scores = score_masks(ctx.scoring, rows);
+  const ScoringBatch& channels = ctx.scoring;
+  const ScoringBatch decisions{channels.decision_scorer ? *channels.decision_scorer : channels.scorer,
+                               channels.images, channels.image_floats, channels.black_probs,
+                               channels.batch_size, channels.passes};
+  std::vector<double> scores = score_masks(decisions, rows);
   for (std::size_t i = 0; i < scores.size(); ++i) scores[i] -= ctx.scoring.black_probs[rows.klass[i]];
   return scores;
 }

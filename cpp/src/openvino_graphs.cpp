@@ -61,7 +61,7 @@ void check_image_input(const ov::Model& model, const std::string& path, const st
 }
 
 ov::CompiledModel compile(ov::Core& core, const std::string& directory, const std::string& name,
-                          const Manifest& manifest, const EngineOptions& options) {
+                          const Manifest& manifest, const EngineOptions& options, Precision precision) {
   const std::string path = (fs::path(directory) / name).string();
   if (!manifest.files.count(name)) {
     throw EngineDirError(path + ": not listed in the manifest's files; re-export");
@@ -75,8 +75,7 @@ ov::CompiledModel compile(ov::Core& core, const std::string& directory, const st
   prepare_model(*model, name, path);
   check_image_input(*model, path, manifest.input_size);
   ov::AnyMap config{
-      ov::hint::inference_precision(options.precision == Precision::bf16 ? ov::element::bf16
-                                                                          : ov::element::f32),
+      ov::hint::inference_precision(precision == Precision::bf16 ? ov::element::bf16 : ov::element::f32),
       ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY),
   };
   if (options.threads > 0) config.emplace(ov::inference_num_threads(options.threads));
@@ -100,17 +99,38 @@ std::vector<T> copy_out(const ov::Tensor& tensor) {
 
 }  // namespace
 
+/// scores.onnx through one request pool (the fp32 decision scorer of a bf16 engine).
+class OpenVinoGraphs::PoolScorer : public MaskScorer {
+ public:
+  PoolScorer(const OpenVinoGraphs& graphs, RequestPool& pool) : graphs_(graphs), pool_(pool) {}
+  std::vector<float> masked_probs(const float* images, int image_count, const float* masks, int mask_count,
+                                  const std::int64_t* image_index, const std::int64_t* class_index) const override {
+    return graphs_.run_scores(pool_, images, image_count, masks, mask_count, image_index, class_index);
+  }
+
+ private:
+  const OpenVinoGraphs& graphs_;
+  RequestPool& pool_;
+};
+
 OpenVinoGraphs::OpenVinoGraphs(const std::string& directory, const Manifest& manifest,
                                const EngineOptions& options)
     : input_size_(manifest.input_size),
       feature_shape_(manifest.feature_shape),
       num_classes_(static_cast<int>(manifest.class_names.size())) {
   if (options.threads < 0) throw OptionError("threads must be 0 (OpenVINO's choice) or positive");
-  features_model_ = compile(core_, directory, kFeaturesFile, manifest, options);
-  scores_model_ = compile(core_, directory, kScoresFile, manifest, options);
+  features_model_ = compile(core_, directory, kFeaturesFile, manifest, options, Precision::fp32);
+  scores_model_ = compile(core_, directory, kScoresFile, manifest, options, options.precision);
   features_pool_ = std::make_unique<RequestPool>(features_model_);
   scores_pool_ = std::make_unique<RequestPool>(scores_model_);
+  if (options.precision != Precision::fp32) {
+    decision_model_ = compile(core_, directory, kScoresFile, manifest, options, Precision::fp32);
+    decision_pool_ = std::make_unique<RequestPool>(decision_model_);
+    decision_scorer_ = std::make_unique<PoolScorer>(*this, *decision_pool_);
+  }
 }
+
+
 
 FeatureBatch OpenVinoGraphs::features(const float* images, int batch, const std::int64_t* class_index) const {
   const auto [height, width] = input_size_;
@@ -145,10 +165,16 @@ FeatureBatch OpenVinoGraphs::features(const float* images, int batch, const std:
 std::vector<float> OpenVinoGraphs::masked_probs(const float* images, int image_count, const float* masks,
                                                 int mask_count, const std::int64_t* image_index,
                                                 const std::int64_t* class_index) const {
+  return run_scores(*scores_pool_, images, image_count, masks, mask_count, image_index, class_index);
+}
+
+std::vector<float> OpenVinoGraphs::run_scores(RequestPool& pool, const float* images, int image_count,
+                                              const float* masks, int mask_count, const std::int64_t* image_index,
+                                              const std::int64_t* class_index) const {
   const auto [height, width] = input_size_;
   std::vector<float> probs;
   try {
-    auto request = scores_pool_->acquire();
+    auto request = pool.acquire();
     request->set_tensor("image", wrap(images, {std::size_t(image_count), 3, std::size_t(height), std::size_t(width)}));
     request->set_tensor("masks", wrap(masks, {std::size_t(mask_count), 1, std::size_t(feature_shape_[1]),
                                               std::size_t(feature_shape_[2])}));

@@ -41,6 +41,9 @@ struct ScoringBatch {
   const std::vector<double>& black_probs;
   int batch_size;                 // masked images per scoring call
   std::vector<int>& passes;       // masked passes run, per image (incremented)
+  /// Scores UnionCAM's three maps (which pick the branch); null: `scorer`. Reduced-precision
+  /// engines give an fp32 scorer here, as the Python runtime does.
+  const MaskScorer* decision_scorer = nullptr;
 };
 
 /// p_c(I * up(mask)) for every row, in double.
