@@ -93,7 +93,7 @@ def run_explain(config: ExplainConfig) -> int:
 
     from .explainer import Explainer
     from .images import list_images
-    from .outputs import unique_stems, write_explanation
+    from .outputs import explanation_line, unique_stems, write_explanation
 
     from .cache import open_cached_engine
 
@@ -115,10 +115,7 @@ def run_explain(config: ExplainConfig) -> int:
                 tqdm.write(f"error: {outcome}", file=sys.stderr)
             else:
                 write_explanation(outcome, config.out, stems[path], config.save_npy)
-                note = f" [{outcome.union.branch}]" if outcome.union else ""
-                flag = " (constant map: written as zeros)" if outcome.constant_map else ""
-                tqdm.write(f"{path.name}: {outcome.class_name} ({outcome.probability:.3f}){note}"
-                           f" -> {config.out / stems[path]}.*{flag}")
+                tqdm.write(explanation_line(path.name, outcome, config.out / stems[path]))
             bar.update(1)
     if failures:
         typer.echo(f"{len(failures)} of {len(paths)} images failed:", err=True)

@@ -43,6 +43,13 @@ def render_explanation(result: Explanation, stem: str, save_npy: bool = False) -
     return files
 
 
+def explanation_line(name: str, result: Explanation, destination: Path) -> str:
+    """The line a run prints for one explained image: ``name: class (p) [branch] -> dest.*``."""
+    branch = f" [{result.union.branch}]" if result.union else ""
+    flag = " (constant map: written as zeros)" if result.constant_map else ""
+    return f"{name}: {result.class_name} ({result.probability:.3f}){branch} -> {destination}.*{flag}"
+
+
 def write_explanation(result: Explanation, out_dir: Path, stem: str, save_npy: bool = False) -> list[Path]:
     """Write ``<stem>.overlay.png``, ``<stem>.cam.png``, ``<stem>.json`` (and ``.cam.npy``).
 

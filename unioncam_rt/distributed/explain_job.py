@@ -40,6 +40,7 @@ class ExplainTask:
     settings: MethodSettings
     target: str | None
     save_npy: bool
+    out: str  # the driver's output folder, named in the line printed per image
 
 
 class ExplainWorker:
@@ -50,7 +51,7 @@ class ExplainWorker:
         self.task = task
 
     def __call__(self, batch: dict) -> dict:
-        from ..outputs import render_explanation
+        from ..outputs import explanation_line, render_explanation
 
         stems = dict(zip(map(str, batch["path"]), map(str, batch["stem"])))
         rows: dict[str, list] = {"path": [], "stem": [], "error": [], "note": [], "suffixes": [], "contents": []}
@@ -63,9 +64,7 @@ class ExplainWorker:
                 for name, content in render_explanation(outcome, stem, self.task.save_npy):
                     suffixes.append(name[len(stem):])
                     contents.append(content)
-                note = f"{outcome.class_name} ({outcome.probability:.3f})" + (
-                    f" [{outcome.union.branch}]" if outcome.union else "") + (
-                    " (constant map: written as zeros)" if outcome.constant_map else "")
+                note = explanation_line(Path(path).name, outcome, Path(self.task.out) / stem)
             for key, value in (("path", str(path)), ("stem", stem), ("error", error), ("note", note),
                                ("suffixes", suffixes), ("contents", contents)):
                 rows[key].append(value)
@@ -112,7 +111,7 @@ def explain_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = W
         with ray_session(target) as ray:
             workers = min(pool.size(ray), len(todo))
             step = images_per_call(len(todo), workers, images_per_step)
-            task = ExplainTask(settings, config.target, config.save_npy)
+            task = ExplainTask(settings, config.target, config.save_npy, str(out))
             items = [{"path": str(p), "stem": s} for p, s in todo]
             with actor_pool_rows(ray, ExplainWorker, (spec.with_threads(pool.cpus_per_worker), task), items, workers,
                                  pool.cpus_per_worker, step) as rows, \
@@ -124,7 +123,7 @@ def explain_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = W
                     else:
                         for suffix, content in zip(row["suffixes"], row["contents"]):
                             atomic_write_bytes(out / f"{row['stem']}{suffix}", bytes(content))
-                        say(f"{Path(row['path']).name}: {row['note']} -> {out / row['stem']}.*")
+                        say(row["note"])
                     bar.update(1)
     if failures:
         say(f"{len(failures)} of {len(paths)} images failed:")
