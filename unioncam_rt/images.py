@@ -91,21 +91,36 @@ def open_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
+    return decode_upright_rgb(path, str(path))
+
+
+def decode_upright_rgb(source, label: str, check_size=None, too_large: type[Exception] = ImageError) -> Image.Image:
+    """Decode ``source`` (a path or a binary file object) upright and in RGB, with Pillow's
+    decompression-bomb guard on (its warning is an error).
+
+    Args:
+        source: what `PIL.Image.open` reads.
+        label: names the image in the one-line errors (``"{label}: ..."``).
+        check_size: called with (width, height) from the header, before any pixel is decoded.
+        too_large: the error raised when the decompression-bomb guard refuses the image.
+
+    Raises:
+        ImageError: not an image, truncated or corrupt; ``too_large``: a decompression bomb.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
+                if check_size is not None:
+                    check_size(*opened.size)
                 opened.load()
-                upright = ImageOps.exif_transpose(opened)
-                return to_rgb(upright)
+                return to_rgb(ImageOps.exif_transpose(opened))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            f"{path}: image too large ({exc}); Pillow's decompression-bomb guard refused it"
-        ) from None
+        raise too_large(f"{label}: image too large ({exc}); Pillow's decompression-bomb guard refused it") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(f"{label}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
 
 
 def to_model_array(rgb: Image.Image, input_size: tuple[int, int]) -> np.ndarray:

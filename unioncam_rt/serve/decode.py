@@ -1,8 +1,8 @@
 """Request bytes to a `LoadedImage`, under the rules of `unioncam_rt.images` plus size limits.
 
-The same rules as reading a file (`unioncam_rt.images`): Pillow's decompression-bomb guard
-on (its warning is an error), EXIF orientation applied, every mode to RGB with `to_rgb`,
-straight bilinear resize with `to_model_array`. On top, a service refuses, before decoding
+The same rules as reading a file, through the same code (`unioncam_rt.images.decode_upright_rgb`:
+Pillow's decompression-bomb guard on, EXIF orientation applied, every mode to RGB; then the
+straight bilinear resize of `to_model_array`). On top, a service refuses, before decoding
 any pixel, bodies over ``max_bytes`` and images over ``max_pixels`` (413), whatever Pillow's
 own limit.
 """
@@ -10,13 +10,10 @@ own limit.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from ..errors import ImageError
-from ..images import LoadedImage, to_model_array, to_rgb
+from ..images import LoadedImage, decode_upright_rgb, to_model_array
 from .errors import PayloadTooLarge
 
 DEFAULT_MAX_BYTES = 20 * 2**20
@@ -66,17 +63,5 @@ def decode_image(data: bytes, input_size: tuple[int, int], limits: ImageLimits =
     if not data:
         raise ImageError("empty body (0 bytes); send the image's bytes")
     limits.check_bytes(len(data))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                limits.check_pixels(*opened.size)
-                opened.load()
-                rgb = to_rgb(ImageOps.exif_transpose(opened))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadTooLarge(f"image too large ({exc}); Pillow's decompression-bomb guard refused it") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"body ({len(data)} bytes) is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt or truncated image ({exc})") from None
+    rgb = decode_upright_rgb(io.BytesIO(data), f"body ({len(data)} bytes)", limits.check_pixels, PayloadTooLarge)
     return LoadedImage(path=None, rgb=rgb, array=to_model_array(rgb, input_size))
