@@ -13,7 +13,7 @@ from .errors import UnionCamError  # noqa: E402
 
 
 def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=None, std=None, weights=None,
-           layout=None, target_layout="nchw", **options):
+           layout=None, target_layout=None, **options):
     """Export a classifier into an engine directory that `Explainer` and every backend read.
 
     Args:
@@ -24,7 +24,7 @@ def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=
         labels: class names (a sequence, or a file: one per line / a JSON list).
         input_size: (H, W) or one number. mean, std: per-channel normalisation of [0, 1] RGB.
         weights: a state_dict file for the model (``weights_only=True``).
-        layout, target_layout: ONNX input / target layouts (``nchw`` or ``nhwc``).
+        layout, target_layout: ONNX input / target layouts (``nchw`` or ``nhwc``; default: detected).
         **options: `unioncam_rt.export.pipeline.ExportConfig` fields (``opset``, ``check``,
             ``tensorrt``, ``fp16``, ``max_batch``).
 

@@ -8,8 +8,8 @@ from .manifest import MANIFEST_NAME, load_manifest
 from .sources import ModelSource
 
 
-def _table(rows: list[tuple[str, str, str]], headers: tuple[str, str, str]) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(3)]
+def _table(rows: list[tuple], headers: tuple) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
 
 
@@ -34,34 +34,57 @@ def describe(model: str, weights: str | None = None, input_size=None, layout: st
         return describe_engine(Path(model))
     source = ModelSource(model, weights, input_size=input_size, layout=layout)
     if source.kind == "onnx":
-        from .export.onnx_classifier import list_tensors
+        return _describe_onnx(Path(model), source.input_size, layout)
+    from .sources.conventions import conventional_target
+    from .sources.torch_source import DEFAULT_INPUT_SIZE, Normalize, list_layers, spatial_candidates
+    from .zoo.spec import MODELS
+    from .zoo.torch_models import build_net
 
-        found = [(name, op, shape) for name, op, shape in list_tensors(Path(model), source.input_size, layout)]
-        default = [n for n, _, s in found if s[2] * s[3] > 1]
-        kind = "tensor"
+    if source.kind == "zoo":
+        net, _ = build_net(str(model), weights)
+        size = source.input_size or MODELS[str(model)].input_size
+        default = MODELS[str(model)].target_module
     else:
-        from .sources.torch_source import DEFAULT_INPUT_SIZE, Normalize, list_layers
-        from .zoo.spec import MODELS
-        from .zoo.torch_models import build_net
+        from .sources.torch_source import load_torch_classifier
 
-        if source.kind == "zoo":
-            net, _ = build_net(str(model), weights)
-            size = source.input_size or MODELS[str(model)].input_size
-            default = [MODELS[str(model)].target_module]
-        else:
-            from .sources.torch_source import load_torch_classifier
-
-            classifier = load_torch_classifier(source)
-            net, size, default = classifier.net, classifier.input_size, [classifier.target_layer]
-        mean, std = source.resolved_mean_std()
-        layers = list_layers(net, size or DEFAULT_INPUT_SIZE, Normalize(mean, std))
-        found = [(name, f"{type(dict(net.named_modules())[name]).__name__}" + (f" x{calls}" if calls > 1 else ""), shape)
-                 for name, shape, calls in layers if len(shape) == 4]
-        kind = "module"
-    chosen = default[-1] if default else None
-    rows = [(name, op, "x".join(map(str, shape[1:])) + ("   <- default target" if name == chosen else ""))
-            for name, op, shape in found]
-    lines = [f"{len(rows)} candidate target {kind}s of {model} (4-D outputs, in execution order; pass one as "
+        classifier = load_torch_classifier(source)
+        net, size, default = classifier.net, classifier.input_size, classifier.target_layer
+    mean, std = source.resolved_mean_std()
+    layers = list_layers(net, size or DEFAULT_INPUT_SIZE, Normalize(mean, std))
+    spatial = set(spatial_candidates(layers))
+    conventional = conventional_target(net)
+    rows = []
+    for name, shape, calls in layers:
+        if len(shape) != 4:
+            continue
+        notes = [note for note, holds in (("default target", name == default),
+                                          (f"conventional for {type(net).__name__}", name == conventional),
+                                          ("1 position: not a target", shape[2] * shape[3] <= 1),
+                                          (f"runs {calls} times: not a target", calls > 1)) if holds]
+        rows.append((name, type(dict(net.named_modules())[name]).__name__, "x".join(map(str, shape[1:])),
+                     ("<- " + ", ".join(notes)) if notes else ""))
+    lines = [f"{len(spatial)} candidate target modules of {model} (4-D outputs, in execution order; pass one as "
              "--target-layer):"]
-    lines += ["  " + line for line in _table(rows, (kind, "op", "shape (K x h x w)"))]
+    lines += ["  " + line for line in _table(rows, ("module", "type", "shape (K x h x w)", ""))]
+    return "\n".join(lines)
+
+
+def _describe_onnx(path: Path, input_size, layout: str | None) -> str:
+    from .export.onnx_classifier import list_tensors
+    from .export.onnx_targets import default_target
+
+    found = list_tensors(path, input_size, layout)
+    default = default_target(found)
+    rows = []
+    for tensor in found:
+        k, h, w = tensor.khw
+        notes = [note for note, holds in (("default target", tensor is default),
+                                          ("1 position: not a target", tensor.positions <= 1),
+                                          ("layout unknown: pass --target-layout", not tensor.layout)) if holds]
+        rows.append((tensor.name, tensor.op, "x".join(map(str, tensor.shape[1:])), tensor.layout or "?",
+                     f"{k}x{h}x{w}", ("<- " + ", ".join(notes)) if notes else ""))
+    usable = sum(1 for t in found if t.layout and t.positions > 1)
+    lines = [f"{usable} candidate target tensors of {path} (4-D float tensors computed from the image, in graph order; "
+             "pass one as --target-layer):"]
+    lines += ["  " + line for line in _table(rows, ("tensor", "op", "shape", "layout", "K x h x w", ""))]
     return "\n".join(lines)

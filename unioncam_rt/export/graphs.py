@@ -30,6 +30,9 @@ FEATURES_OUTPUTS = ("logits", "activations", "gradients", "resolved_class_index"
 SCORES_INPUTS = ("image", "masks", "image_index", "class_index")
 SCORES_OUTPUTS = ("probs",)
 RESERVED = set(FEATURES_INPUTS + FEATURES_OUTPUTS + SCORES_INPUTS + SCORES_OUTPUTS)
+FIXED_BATCH = ("exported for a fixed batch of 1; re-export it with a dynamic batch axis (torch.onnx.export(..., "
+               "dynamo=True, dynamic_shapes=({0: torch.export.Dim('batch')},)), or dynamic_axes with the TorchScript "
+               "exporter)")
 
 
 @dataclass
@@ -88,6 +91,9 @@ class ForwardGraph:
                 runs.append(run_onnx(self.model, {"image": image}, names, self.directory))
             except Exception as exc:  # ONNX Runtime's own error types
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if batch == 2:
+                    raise UnionCamError(f"the graph runs one image but not two ({first[:200]}): it was {FIXED_BATCH}") \
+                        from None
                 raise UnionCamError(f"the network rejects input size {height}x{width} at batch {batch} "
                                     f"({first[:300]})") from None
         from_image = reader.reachable_from(["image"])
@@ -101,6 +107,8 @@ class ForwardGraph:
             if one.dtype.kind == "f":
                 self.float_tensors.add(name)
         logits = self.shapes["logits"]
+        if len(logits) == 2 and logits[0] == 1 and "logits" in self.float_tensors:
+            raise UnionCamError(f"the graph's logits stay [1, classes] when it is fed 2 images: it was {FIXED_BATCH}")
         if len(logits) != 2 or logits[0] is not None or "logits" not in self.float_tensors:
             raise UnionCamError(f"the model's output must be float logits [batch, classes]; it is {_show(logits)}")
         acts = self.shapes["activations"]

@@ -21,6 +21,7 @@ from ..errors import ModelError, UnionCamError, require
 from ..manifest import sha256_file
 from ..sources import ModelSource
 from .graphs import RESERVED, ForwardGraph
+from .onnx_targets import TargetTensor, default_target, target_tensors
 from .onnx_graph import MIN_OPSET, GraphReader, TensorProto, helper, model_opset, rename_tensor, run_onnx
 
 onnx = require("onnx", "export")
@@ -200,9 +201,9 @@ def forward_graph(model, input_name: str, dims: list, logits: str, target: str, 
     return ForwardGraph(model, target=target, target_layout=target_layout, input_size=(height, width))
 
 
-def list_tensors(path: Path, input_size=None, layout: str | None = None) -> list[tuple[str, str, tuple]]:
-    """``(tensor, op type, shape at batch 1)`` of every 4-D float tensor on the way to the
-    logits, in graph order: the candidate target layers."""
+def list_tensors(path: Path, input_size=None, layout: str | None = None) -> list[TargetTensor]:
+    """Every 4-D float tensor computed from the image on the way to the logits, in graph
+    order, with its layout: the candidate target layers (see `onnx_targets`)."""
     model = read_model(path)
     input_name, dims = image_input(model, path)
     layout = detect_layout(dims, layout, path)
@@ -213,9 +214,7 @@ def list_tensors(path: Path, input_size=None, layout: str | None = None) -> list
     names = [o for node in model.graph.node for o in node.output if o in needed and reader.constant(o) is None]
     feed = np.zeros((1, 3, *size) if layout == "nchw" else (1, *size, 3), np.float32)
     values = run_onnx(model, {input_name: feed}, names)  # weights inline: a temporary file anywhere
-    ops = {o: node.op_type for node in model.graph.node for o in node.output}
-    return [(n, ops[n], tuple(values[n].shape)) for n in names
-            if values[n].ndim == 4 and values[n].dtype.kind == "f"]
+    return target_tensors(model, input_name, layout, logits, values, size)
 
 
 def _input_size(dims, layout, given, path) -> tuple[int, int]:
@@ -237,21 +236,39 @@ def load_onnx_classifier(source: ModelSource) -> OnnxClassifier:
     layout = detect_layout(dims, source.layout, path)
     input_size = _input_size(dims, layout, source.input_size, path)
     logits = logits_output(model, path)
-    target = source.target_layer
-    if target is None:
-        target = default_target(path, input_size, layout, logits)
-    check_target(model, target, path)
+    if source.target_layer is not None:
+        check_target(model, source.target_layer, path)
+    target, target_layout = choose_target(path, input_size, layout, source.target_layer, source.target_layout)
     mean, std = source.resolved_mean_std()
     forward = forward_graph(model, input_name, dims, logits, target, input_size, mean, std, layout,
-                            source.target_layout)
+                            target_layout)
     sha = sha256_file(path)
     info = {"kind": "onnx", "file": path.name, "sha256": sha}
     return OnnxClassifier(path.stem, forward, original, input_name, logits, layout, mean, std, target, sha, info)
 
 
-def default_target(path: Path, input_size, layout: str, logits: str) -> str:
-    """The last 4-D feature map with more than one position before the logits."""
-    candidates = [name for name, _, shape in list_tensors(path, input_size, layout) if shape[2] * shape[3] > 1]
-    if not candidates:
-        raise ModelError(f"{path}: no 4-D feature map found; pass --target-layer (see unioncam-rt inspect)")
-    return candidates[-1]
+def choose_target(path: Path, input_size, layout: str, given: str | None, given_layout: str | None) -> tuple[str, str]:
+    """The target tensor and its layout: ``given`` (checked: a 4-D feature map with more
+    than one position, computed from the image) or the default, the last spatial feature
+    map before the global pooling."""
+    candidates = list_tensors(path, input_size, layout)
+    default = default_target(candidates)
+    suggestion = f"; e.g. the last spatial feature map {default.describe()}" if default else ""
+    if given is None:
+        if default is None:
+            raise ModelError(f"{path}: no 4-D feature map with more than one position before the logits; pass "
+                             "--target-layer (see unioncam-rt inspect) or a larger --input-size")
+        return default.name, given_layout or default.layout
+    found = next((t for t in candidates if t.name == given), None)
+    if found is None:
+        raise ModelError(f"target tensor {given!r} must be a 4-D feature map (float, computed from the image, on the "
+                         f"way to the logits); it is a constant, of another rank, or off that path{suggestion}; "
+                         f"list candidates with: unioncam-rt inspect {path}")
+    if given_layout is not None:
+        found = TargetTensor(found.name, found.op, found.shape, given_layout)
+    if not found.layout:
+        raise ModelError(f"target tensor {found.describe()}: cannot tell its layout; pass --target-layout nchw or nhwc")
+    if found.positions <= 1:
+        raise ModelError(f"target tensor {found.describe()} has one spatial position (it comes after the global "
+                         f"pooling): a CAM needs a spatial feature map{suggestion}")
+    return found.name, found.layout

@@ -106,6 +106,10 @@ class Emitter:
         return self.op("Cast", [condition], to=TensorProto.FLOAT)
 
 
+# Operators whose outputs depend on their inputs' shapes (or on nothing), never on values.
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike"})
+
+
 class GraphReader:
     """Look-ups over one graph: producers, consumers and constant values.
 
@@ -151,10 +155,16 @@ class GraphReader:
                     return np.asarray(attrs[key])
         return None
 
-    def reachable_from(self, sources: Iterable[str], blocked: Iterable[str] = ()) -> set[str]:
-        """Tensors computed (transitively) from ``sources``, not propagating through ``blocked``."""
+    def reachable_from(self, sources: Iterable[str], blocked: Iterable[str] = (), values_only: bool = False) -> set[str]:
+        """Tensors computed (transitively) from ``sources``, not propagating through ``blocked``.
+
+        With ``values_only``, operators whose outputs depend on their input's shape alone
+        (`SHAPE_ONLY_OPS`: ``Shape(x) -> Gather -> Reshape`` is shape arithmetic, not a data
+        path) do not propagate either."""
         reached, blocked = set(sources), set(blocked)
         for node in self.graph.node:  # ONNX graphs are topologically sorted
+            if values_only and node.op_type in SHAPE_ONLY_OPS:
+                continue
             if any(name in reached and name not in blocked for name in node.input):
                 reached.update(o for o in node.output if o)
         return reached

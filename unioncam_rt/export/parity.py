@@ -1,9 +1,12 @@
-"""The export's self-check: the exported graphs in ONNX Runtime against a reference.
+"""The export's self-check: the exported engine directory, opened exactly as the runtime
+opens it (`ExportedEngine`: shared initializers from ``weights.bin``, the runtime's
+optimisation level; every installed CPU backend), against a reference.
 
 * torch models: torch autograd (`TorchEngine`) for logits, activations, gradients, the
   resolved class and masked probabilities;
 * ONNX models: the user's own graph in ONNX Runtime for logits and activations, and the
-  gradient against central differences of the head (a directional derivative per image).
+  gradient against central differences of the head (a directional derivative per image);
+* every other installed backend (OpenVINO fp32): against ONNX Runtime's outputs.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Comparison, compare
-from ..manifest import FEATURES_FILE, SCORES_FILE
+from ..errors import ModelError, UnionCamError
 from ..method.ops import resize_bilinear, softmax
 
 GRAPH_TOLERANCE = 1e-4  # max abs error relative to the reference tensor's max abs value
 DIFFERENCE_TOLERANCE = 5e-2  # central differences in float32 are coarse: this catches wrong rules, not rounding
 DIRECTIONS = 4  # random directions per image
 STEPS = (1e-2, 1e-3, 1e-4)  # central-difference steps, relative to the largest activation
+PROBABILITY_SCALE = 1e-2  # masked probabilities all near 0 (a random-weight net) are compared on this scale
 
 
 def sample_inputs(input_size, feature_shape, classes: int, seed: int = 0):
@@ -33,43 +37,65 @@ def sample_inputs(input_size, feature_shape, classes: int, seed: int = 0):
     return images, chosen, masks, np.array([0, 1, 1, 0, 1]), mask_classes
 
 
-def _sessions(directory: Path):
-    from ..runtime.onnxruntime_session import OnnxRuntimeSession
+def open_engine(directory: Path, backend: str = "onnxruntime"):
+    """The staged engine directory opened as the runtime opens it (CPU, fp32), closed on exit."""
+    from contextlib import closing
 
-    return (OnnxRuntimeSession(directory / FEATURES_FILE, ["CPUExecutionProvider"]),
-            OnnxRuntimeSession(directory / SCORES_FILE, ["CPUExecutionProvider"]))
+    from ..runtime.exported import ExportedEngine
+
+    providers = ["CPUExecutionProvider"] if backend == "onnxruntime" else None
+    return closing(ExportedEngine(directory, backend=backend, providers=providers))
 
 
-def black_probs(directory: Path, input_size) -> np.ndarray:
+def other_backends() -> list[str]:
+    """The installed CPU backends besides ONNX Runtime that every export is checked on."""
+    import importlib.util
+
+    return ["openvino"] if importlib.util.find_spec("openvino") is not None else []
+
+
+def black_probs(engine, input_size) -> np.ndarray:
     """Softmax of the all-black image for every class, from the exported features graph."""
-    features, _ = _sessions(directory)
-    with features:
-        logits = features.infer({"image": np.zeros((1, 3, *input_size), np.float32),
-                                 "class_index": np.array([0], np.int64)})["logits"]
+    logits = engine.features(np.zeros((1, 3, *input_size), np.float32), np.array([0], np.int64)).logits
     return softmax(logits[0].astype(np.float64))
 
 
-def torch_parity(directory: Path, torch_engine, images, classes, masks, image_index, mask_classes,
+def engine_outputs(engine, images, classes, masks, image_index, mask_classes) -> dict[str, np.ndarray]:
+    """What the parity check compares, from one engine."""
+    batch = engine.features(images, classes)
+    return {"logits": batch.logits, "activations": batch.activations, "gradients": batch.gradients,
+            "class_index": batch.class_index,
+            "probs": engine.masked_probs(images, masks, image_index, mask_classes)}
+
+
+def compare_outputs(got: dict, want: dict, tolerance: float = GRAPH_TOLERANCE, prefix: str = "") -> list[Comparison]:
+    """`compare` of every output two engines share (the class index exactly)."""
+    return [compare(prefix + name, got[name], want[name], 0.0 if name == "class_index" else tolerance,
+                    PROBABILITY_SCALE if name == "probs" else 0.0)
+            for name in want if name in got]
+
+
+def torch_parity(engine, torch_engine, images, classes, masks, image_index, mask_classes,
                  tolerance: float = GRAPH_TOLERANCE) -> list[Comparison]:
-    """ONNX Runtime (CPU, fp32) on the exported graphs vs the torch autograd reference."""
-    ref = torch_engine.features(images, classes)
-    features, scores = _sessions(directory)
-    with features, scores:
-        got = features.infer({"image": images, "class_index": classes})
-        probs = scores.infer({"image": images, "masks": masks, "image_index": image_index,
-                              "class_index": mask_classes})["probs"]
-    want_probs = torch_engine.masked_probs(images, masks, image_index, mask_classes)
-    return [
-        compare("logits", got["logits"], ref.logits, tolerance),
-        compare("activations", got["activations"], ref.activations, tolerance),
-        compare("gradients", got["gradients"], ref.gradients, tolerance),
-        compare("class_index", got["resolved_class_index"], ref.class_index, 0.0),
-        compare("probs", probs, want_probs, tolerance),
-    ]
+    """The exported engine (ONNX Runtime, CPU, fp32) vs the torch autograd reference."""
+    try:
+        ref = torch_engine.features(images, classes)
+        want = {"logits": ref.logits, "activations": ref.activations, "gradients": ref.gradients,
+                "class_index": ref.class_index,
+                "probs": torch_engine.masked_probs(images, masks, image_index, mask_classes)}
+    except UnionCamError:
+        raise
+    except Exception as exc:  # the user's forward code under autograd
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelError(f"the torch reference (autograd through the model's forward) fails: {type(exc).__name__}: "
+                         f"{first[:300]}; export with --no-check to skip the comparison") from None
+    return compare_outputs(engine_outputs(engine, images, classes, masks, image_index, mask_classes), want, tolerance)
 
 
 def _head_model(forward):
-    """The forward graph cut at the target: ``target -> logits``."""
+    """The forward graph cut at the target: ``target -> logits``, and the trunk tensors
+    besides the target that the head reads (shapes only: `check_no_bypass` refused any
+    other path), which become inputs too."""
     from .onnx_graph import GraphReader, TensorProto, helper, onnx
 
     model = onnx.ModelProto()
@@ -81,12 +107,16 @@ def _head_model(forward):
     keep = [n for n in graph.node if any(o in needed for o in n.output) and not any(o in trunk for o in n.output)]
     del graph.node[:]
     graph.node.extend(keep)
+    produced = {o for n in keep for o in n.output} | {i.name for i in graph.initializer}
+    extra = sorted({i for n in keep for i in n.input if i and i in trunk and i not in produced and i != forward.target
+                    and not reader.is_constant(i)})
     del graph.input[:]
-    graph.input.append(helper.make_tensor_value_info(forward.target, TensorProto.FLOAT, None))
-    return model
+    for name in [forward.target, *extra]:
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return model, extra
 
 
-def onnx_parity(directory: Path, classifier, images, classes, tolerance: float = GRAPH_TOLERANCE,
+def onnx_parity(directory: Path, engine, classifier, images, classes, tolerance: float = GRAPH_TOLERANCE,
                 seed: int = 0) -> list[Comparison]:
     """The exported features graph vs the user's ONNX graph (logits, activations) and vs
     central differences of the head (gradients)."""
@@ -102,15 +132,15 @@ def onnx_parity(directory: Path, classifier, images, classes, tolerance: float =
     runs = [run_onnx(classifier.original, {classifier.input_name: np.ascontiguousarray(fed[i:i + 1])}, names, directory)
             for i in range(len(fed))]  # one image a run: the user's graph may declare batch 1
     want = {name: np.concatenate([run[name] for run in runs]) for name in names}
-    features, _ = _sessions(directory)
-    with features:
-        got = features.infer({"image": images, "class_index": classes})
+    batch = engine.features(images, classes)
+    got = {"logits": batch.logits, "activations": batch.activations, "gradients": batch.gradients,
+           "resolved_class_index": batch.class_index}
     acts = want[classifier.target_layer]
     if forward.target_layout == "nhwc":
         acts = acts.transpose(0, 3, 1, 2)
     results = [compare("logits", got["logits"], want[classifier.logits_name], tolerance),
                compare("activations", got["activations"], acts, tolerance)]
-    head = _head_model(forward)
+    head, shape_inputs = _head_model(forward)
     grads = got["gradients"]
     target_acts = want[classifier.target_layer]
     if forward.target_layout == "nhwc":
@@ -127,7 +157,11 @@ def onnx_parity(directory: Path, classifier, images, classes, tolerance: float =
                 eps = step * max(float(np.abs(a).max()), 1e-3) / max(float(np.abs(v).max()), 1e-12)
                 plan.append((len(analytic) - 1, int(c), eps, len(rows)))
                 rows += [a + eps * v, a - eps * v]
-    logits = run_onnx(head, {forward.target: np.stack(rows).astype(np.float32)}, ["logits"], directory)["logits"]
+    feeds = {forward.target: np.stack(rows).astype(np.float32)}
+    if shape_inputs:  # read for their shapes alone: the trunk's values at the rows' batch size
+        blank = np.zeros((len(rows), 3, *forward.input_size), np.float32)
+        feeds.update(run_onnx(forward.model, {"image": blank}, shape_inputs, directory))
+    logits = run_onnx(head, feeds, ["logits"], directory)["logits"]
     errors = np.full(len(analytic), np.inf)
     for direction, c, eps, row in plan:
         numeric = (float(logits[row, c]) - float(logits[row + 1, c])) / (2 * eps)

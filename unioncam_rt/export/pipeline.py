@@ -49,7 +49,7 @@ class ExportConfig:
     mean: Any = None
     std: Any = None
     layout: str | None = None
-    target_layout: str = "nchw"
+    target_layout: str | None = None
     opset: int = 17
     max_batch: int = 64
     tensorrt: bool = False
@@ -78,7 +78,7 @@ class ExportReport:
                  f"{'x'.join(map(str, m.feature_shape))}, {m.num_classes} classes"]
         lines += [f"  {name:28s} {_size(size):>10s}" for name, size in self.files.items()]
         if self.parity:
-            lines.append("  parity, ONNX Runtime (CPU, fp32) vs the reference:")
+            lines.append("  parity of the engine as the runtime opens it (CPU, fp32) vs the reference:")
             lines += [f"    {c}" for c in self.parity]
         lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return "\n".join(lines)
@@ -198,7 +198,7 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
     """
     from tqdm.auto import tqdm
 
-    from .parity import black_probs, onnx_parity, sample_inputs, torch_parity
+    from .parity import black_probs, open_engine
 
     source = config.source()
     if config.max_batch < 1:
@@ -231,38 +231,34 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
         weights_index, per_image = _write_graphs(forward, staging)
         classes = check_labels(source.label_names(), forward.num_classes) if reference is None \
             else classifier.class_names
-        t = step("graphs", t)
-        black = black_probs(staging, forward.input_size)
-        t = step("black image", t)
-        if config.check:
-            images, chosen, masks, index, mask_classes = sample_inputs(forward.input_size, forward.feature_shape,
-                                                                       forward.num_classes)
-            if reference is not None:
-                report.parity = torch_parity(staging, reference, images, chosen, masks, index, mask_classes)
-            else:
-                report.parity = onnx_parity(staging, classifier, images, chosen)
-            failed = [c for c in report.parity if not c.ok]
-            if failed:
-                raise UnionCamError("exported graphs disagree with the reference: " + "; ".join(map(str, failed)))
-        t = step("parity", t)
-        engines = {}
-        if config.tensorrt:
-            engines = build_tensorrt_engines(staging, ["fp32"] + (["fp16"] if config.fp16 else []),
-                                             forward.input_size, forward.feature_shape, config.max_batch)
-            t = step("tensorrt", t)
-        files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        files = {name: sha256_file(staging / name) for name in sorted(p.name for p in staging.iterdir() if p.is_file())}
         layout = getattr(classifier, "layout", "nchw")
         weights_sha = classifier.weights_sha256 if reference is not None else classifier.sha256
         manifest = Manifest(
             model=source.name, source=classifier.source_info, weights_sha256=weights_sha,
             input_size=tuple(forward.input_size), mean=tuple(classifier.mean), std=tuple(classifier.std),
             layout=layout, target_layer=classifier.target_layer, feature_shape=forward.feature_shape,
-            class_names=list(classes), black_probs=[float(p) for p in black], opset=_opset(forward),
-            versions=_versions(), files={name: sha256_file(staging / name) for name in files},
-            unioncam_rt=__version__, engines=engines, weights=weights_index, scoring_bytes_per_image=per_image,
+            class_names=list(classes), black_probs=[1.0 / len(classes)] * len(classes), opset=_opset(forward),
+            versions=_versions(), files=files, unioncam_rt=__version__, engines={}, weights=weights_index,
+            scoring_bytes_per_image=per_image,
         )
+        # the directory is opened from here on exactly as the runtime will open it
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
-        report.files = {name: (staging / name).stat().st_size for name in [*files, MANIFEST_NAME]}
+        t = step("graphs", t)
+        with open_engine(staging) as engine:
+            manifest.black_probs = [float(p) for p in black_probs(engine, forward.input_size)]
+            t = step("black image", t)
+            if config.check:
+                report.parity = _check_engine(engine, staging, classifier, forward, reference)
+        t = step("parity", t)
+        if config.tensorrt:
+            manifest.engines = build_tensorrt_engines(staging, ["fp32"] + (["fp16"] if config.fp16 else []),
+                                                      forward.input_size, forward.feature_shape, config.max_batch)
+            manifest.files = {name: sha256_file(staging / name)
+                              for name in sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST_NAME)}
+            t = step("tensorrt", t)
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
+        report.files = {name: (staging / name).stat().st_size for name in [*manifest.files, MANIFEST_NAME]}
         report.manifest = manifest
         _replace_dir(staging, out)
     except BaseException:
@@ -271,6 +267,37 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
     finally:
         bar.close()
     return report
+
+
+def _check_engine(engine, staging: Path, classifier, forward, reference) -> list[Comparison]:
+    """The parity check on the staged directory: ONNX Runtime against the reference (torch
+    autograd, or the user's ONNX graph and central differences), then every other installed
+    CPU backend against ONNX Runtime. Raises a one-line error on the first failure."""
+    from .parity import (compare_outputs, engine_outputs, onnx_parity, open_engine, other_backends, sample_inputs,
+                         torch_parity)
+
+    images, chosen, masks, index, mask_classes = sample_inputs(forward.input_size, forward.feature_shape,
+                                                               forward.num_classes)
+    if reference is not None:
+        parity = torch_parity(engine, reference, images, chosen, masks, index, mask_classes)
+    else:
+        parity = onnx_parity(staging, engine, classifier, images, chosen)
+    _refuse_failures(parity, "the reference")
+    want = engine_outputs(engine, images, chosen, masks, index, mask_classes)
+    for backend in other_backends():
+        with open_engine(staging, backend) as other:
+            found = compare_outputs(engine_outputs(other, images, chosen, masks, index, mask_classes), want,
+                                    prefix=f"{backend} vs onnxruntime: ")
+        _refuse_failures(found, "ONNX Runtime", backend)
+        parity += found
+    return parity
+
+
+def _refuse_failures(parity: list[Comparison], reference: str, backend: str = "ONNX Runtime") -> None:
+    failed = [c for c in parity if not c.ok]
+    if failed:
+        raise UnionCamError(f"the exported graphs on {backend} disagree with {reference}: "
+                            + "; ".join(map(str, failed)))
 
 
 def _opset(forward) -> int:

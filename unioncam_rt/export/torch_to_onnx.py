@@ -11,12 +11,67 @@ from __future__ import annotations
 import inspect
 import io
 import warnings
+from contextlib import contextmanager
 
 from ..errors import UnionCamError, require
 from .graphs import ForwardGraph
 
 torch = require("torch", "export")
 onnx = require("onnx", "export")
+
+
+def _adaptive_pool_matrix(size_in: int, size_out: int):
+    """``[size_out, size_in]``: row i averages adaptive pooling's window i."""
+    matrix = torch.zeros(size_out, size_in)
+    for i in range(size_out):
+        start, stop = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        matrix[i, start:stop] = 1.0 / (stop - start)
+    return matrix
+
+
+class _AdaptiveAvgPoolAsMatMul(torch.nn.Module):
+    """``AdaptiveAvgPool2d`` for one input size as two constant matrix products, which the
+    TorchScript exporter writes (as MatMul) where the output size is not a factor of the
+    input size (VGG's and AlexNet's pools at small inputs)."""
+
+    def __init__(self, size_in: tuple[int, int], size_out: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", _adaptive_pool_matrix(size_in[0], size_out[0]))
+        self.register_buffer("cols", _adaptive_pool_matrix(size_in[1], size_out[1]).T.contiguous())
+
+    def forward(self, x):
+        return torch.matmul(torch.matmul(self.rows, x), self.cols)
+
+
+@contextmanager
+def exportable_adaptive_pools(classifier):
+    """Within the block, every ``AdaptiveAvgPool2d`` whose output size does not divide its
+    input size (at the classifier's input size) runs as `_AdaptiveAvgPoolAsMatMul`."""
+    seen: dict[torch.nn.Module, tuple[int, int]] = {}
+    pools = [m for m in classifier.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+
+    def record(module, inputs, output):
+        seen.setdefault(module, tuple(inputs[0].shape[-2:]))
+
+    handles = [m.register_forward_hook(record) for m in pools]
+    try:
+        with torch.no_grad():
+            classifier(torch.zeros(1, 3, *classifier.input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    replaced = []
+    for module, size_in in seen.items():
+        out = module.output_size
+        out = (out, out) if isinstance(out, int) else tuple(o if o is not None else i for o, i in zip(out, size_in))
+        if any(i % o for i, o in zip(size_in, out)):
+            module.forward = _AdaptiveAvgPoolAsMatMul(size_in, out).forward
+            replaced.append(module)
+    try:
+        yield
+    finally:
+        for module in replaced:
+            del module.forward
 
 
 class _WithActivations(torch.nn.Module):
@@ -37,7 +92,7 @@ def forward_graph_from_torch(classifier, opset: int = 17) -> ForwardGraph:
     buffer = io.BytesIO()
     module = _WithActivations(classifier).eval()
     # Without grad, max_pool2d traces as MaxPool with one output (no Indices).
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), exportable_adaptive_pools(classifier):
         warnings.simplefilter("ignore")  # tracer warnings about static shapes are expected here
         try:
             torch.onnx.export(

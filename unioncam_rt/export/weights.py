@@ -21,6 +21,12 @@ from .onnx_graph import numpy_helper, onnx
 EXTERNAL_THRESHOLD = 1024
 ALIGNMENT = 4096
 EXTERNAL = onnx.TensorProto.EXTERNAL
+# Operators whose constant operands ONNX Runtime's optimisers never rewrite in place. An
+# initializer handed to a session as a shared initializer overrides the graph's copy by
+# name; the transpose optimiser rewrites a broadcast operand of an elementwise op in place
+# (same name, new shape: ConvNeXt's layer-scale Mul, [1, C, 1, 1] -> [1, 1, 1, C]), so the
+# shared original then broke the rewritten graph. Only weights of these ops are shared.
+SHAREABLE_CONSUMERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 def _external_location(tensor) -> dict[str, str]:
@@ -38,10 +44,12 @@ class WeightsFile:
         self.path = Path(directory) / WEIGHTS_FILE
         self.entries: dict[str, tuple[int, int, str]] = {}  # name -> (offset, length, sha256)
         self.index: dict[str, dict] = {}  # name -> offset, length, dtype, shape (the manifest's weights index)
-        self.size = self.path.stat().st_size if self.path.exists() else 0
+        self.path.touch()  # written even if every initializer stays inline: each export has one
+        self.size = self.path.stat().st_size
 
-    def _used_by(self, name: str, graph: str | None) -> None:
-        if graph is not None and name in self.index and graph not in self.index[name]["graphs"]:
+    def _used_by(self, name: str, graph: str | None, shareable: set[str]) -> None:
+        """Record that ``graph`` takes tensor ``name`` as a shared initializer (if it may)."""
+        if graph is not None and name in shareable and name in self.index and graph not in self.index[name]["graphs"]:
             self.index[name]["graphs"].append(graph)
 
     def _append(self, data: bytes) -> int:
@@ -54,13 +62,16 @@ class WeightsFile:
 
     def externalize(self, model, graph: str | None = None, threshold: int = EXTERNAL_THRESHOLD) -> None:
         """Move ``model``'s large inline initializers into the file (in place); ``graph``
-        names the graph file in the index's ``graphs`` lists."""
+        names the graph file in the index's ``graphs`` lists: the graphs whose sessions receive
+        the tensor as a shared initializer, which only weights of `SHAREABLE_CONSUMERS` are
+        (a graph reads its other external tensors from the file itself)."""
+        shareable = shareable_initializers(model)
         for tensor in model.graph.initializer:
             if tensor.data_location == EXTERNAL:
                 location = _external_location(tensor).get("location")
                 if location != WEIGHTS_FILE:
                     raise UnionCamError(f"initializer {tensor.name} is stored in {location}, not {WEIGHTS_FILE}")
-                self._used_by(tensor.name, graph)
+                self._used_by(tensor.name, graph, shareable)
                 continue
             if not tensor.HasField("raw_data"):
                 array = numpy_helper.to_array(tensor)
@@ -79,13 +90,22 @@ class WeightsFile:
                 dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
                 self.index[tensor.name] = {"offset": offset, "length": length, "dtype": np.dtype(dtype).name,
                                            "shape": [int(d) for d in tensor.dims], "graphs": []}
-            self._used_by(tensor.name, graph)
+            self._used_by(tensor.name, graph, shareable)
             tensor.ClearField("raw_data")
             tensor.data_location = EXTERNAL
             del tensor.external_data[:]
             for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
+
+
+def shareable_initializers(model) -> set[str]:
+    """Initializers every consumer of which is a `SHAREABLE_CONSUMERS` operator."""
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    return {t.name for t in model.graph.initializer if consumers.get(t.name) and consumers[t.name] <= SHAREABLE_CONSUMERS}
 
 
 def scoring_bytes_per_image(model, directory: Path) -> int:

@@ -58,7 +58,7 @@ class OnnxRuntimeSession(Session):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: errors reach the caller as exceptions, in one line
         options.enable_mem_pattern = False
         options.add_session_config_entry("session.disable_prepacking", "1")
         # OrtValues wrap the arrays without copying; they must outlive the session

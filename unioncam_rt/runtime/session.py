@@ -14,6 +14,10 @@ import numpy as np
 from ..errors import UnionCamError
 
 
+class EngineRunError(UnionCamError):
+    """A backend failed while running a graph that it had opened."""
+
+
 class Session:
     """A loaded graph that maps named numpy inputs to named numpy outputs.
 
@@ -39,7 +43,13 @@ class Session:
         if missing:
             raise UnionCamError(f"{self.path.name}: missing inputs {missing}; it takes {self.input_names}")
         started = time.perf_counter()
-        outputs = self._infer_impl({name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
+        try:
+            outputs = self._infer_impl({name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
+        except UnionCamError:
+            raise
+        except Exception as exc:  # the backend's own error types (ONNX Runtime Fail, OpenVINO RuntimeError...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineRunError(f"{self.path.name} failed on {self.backend} ({first[:300]})") from exc
         self.seconds += time.perf_counter() - started
         self.calls += 1
         return outputs

@@ -159,7 +159,8 @@ class ModelSource:
         mean, std: per-channel normalisation of [0, 1] RGB, put inside the exported graph.
             Default: the zoo model's; ImageNet's for other models.
         layout: ONNX input layout ``nchw`` or ``nhwc`` (default: detected from the input).
-        target_layout: layout of the ONNX target tensor, ``nchw`` (default) or ``nhwc``.
+        target_layout: layout of the ONNX target tensor, ``nchw`` or ``nhwc`` (default:
+            inferred from the graph, see `unioncam_rt.export.onnx_targets`).
     """
 
     model: Any
@@ -170,7 +171,7 @@ class ModelSource:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     layout: str | None = None
-    target_layout: str = "nchw"
+    target_layout: str | None = None
 
     def __post_init__(self):
         self.input_size = parse_input_size(self.input_size)
@@ -179,9 +180,9 @@ class ModelSource:
         kind = self.kind
         if self.layout is not None and self.layout not in LAYOUTS:
             raise UnionCamError(f"--layout {self.layout!r} unknown; available: {', '.join(LAYOUTS)}")
-        if self.target_layout not in LAYOUTS:
+        if self.target_layout is not None and self.target_layout not in LAYOUTS:
             raise UnionCamError(f"--target-layout {self.target_layout!r} unknown; available: {', '.join(LAYOUTS)}")
-        if kind != "onnx" and (self.layout not in (None, "nchw") or self.target_layout != "nchw"):
+        if kind != "onnx" and (self.layout not in (None, "nchw") or self.target_layout not in (None, "nchw")):
             raise UnionCamError("--layout / --target-layout apply to ONNX models; torch models take NCHW")
         if kind == "onnx" and self.weights is not None:
             raise UnionCamError("--weights does not apply to an ONNX model: its weights are in the file")

@@ -89,7 +89,13 @@ class TorchClassifier(nn.Module):
     @contextmanager
     def capture(self, leaf: bool = False):
         """Record the target module's output; with ``leaf``, replace it by a detached leaf
-        that requires grad, so autograd stops there and ``d logits / d A`` is cheap."""
+        that requires grad, so autograd stops there and ``d logits / d A`` is cheap.
+
+        The rest of the network receives a copy: an in-place operation after the target
+        (DenseNet's ``F.relu(features, inplace=True)``, ResNet's ``out += identity`` after
+        ``bn2``) then changes neither the recorded activations nor the leaf, which autograd
+        refuses to modify in place. In the ONNX export the copy is an ``Identity`` node.
+        """
         captured = Capture()
 
         def hook(module, inputs, output):
@@ -98,7 +104,7 @@ class TorchClassifier(nn.Module):
             if leaf:
                 output = output.detach().requires_grad_(True)
             captured.outputs.append(output)
-            return output
+            return output.clone()
 
         handle = self.target_module().register_forward_hook(hook)
         try:
@@ -181,13 +187,22 @@ def list_layers(net: nn.Module, input_size, normalize: nn.Module | None = None) 
     return [(name, seen[name][-1], len(seen[name])) for name in sorted(last, key=last.get)]
 
 
+def spatial_candidates(layers: list[tuple[str, tuple, int]]) -> list[str]:
+    """Modules of `list_layers` that run once with a 4-D output of more than one position."""
+    return [n for n, shape, calls in layers if len(shape) == 4 and shape[2] * shape[3] > 1 and calls == 1]
+
+
 def default_target(net: nn.Module, input_size, normalize) -> str:
-    """The last module to finish with a 4-D output of more than one position that runs once."""
-    layers = list_layers(net, input_size, normalize)
-    candidates = [n for n, shape, calls in layers if len(shape) == 4 and shape[2] * shape[3] > 1 and calls == 1]
+    """The family's conventional target (`conventions`) where it is a spatial feature map
+    that runs once, else the last module to finish with such an output."""
+    from .conventions import conventional_target
+
+    candidates = spatial_candidates(list_layers(net, input_size, normalize))
     if not candidates:
-        raise ModelError("no module outputs a 4-D feature map [B, K, h, w]; pass --target-layer")
-    return candidates[-1]
+        raise ModelError("no module outputs a 4-D feature map [B, K, h, w] with more than one position; pass "
+                         "--target-layer (see unioncam-rt inspect) or a larger --input-size")
+    conventional = conventional_target(net)
+    return conventional if conventional in candidates else candidates[-1]
 
 
 def _check_target(net: nn.Module, target: str) -> None:
@@ -247,6 +262,10 @@ def load_torch_classifier(source: ModelSource) -> TorchClassifier:
     if acts.dim() != 4:
         raise ModelError(f"target layer {target!r} outputs shape {list(acts.shape)}; it must be a 4-D feature map "
                          "[B, K, h, w]")
+    if acts.shape[2] * acts.shape[3] <= 1:
+        raise ModelError(f"target layer {target!r} outputs {list(acts.shape[1:])}: one spatial position at input size "
+                         f"{input_size[0]}x{input_size[1]}, so a CAM has nothing to locate; choose an earlier layer "
+                         "(see unioncam-rt inspect) or a larger --input-size")
     classifier.class_names = check_labels(source.label_names(), int(logits.shape[1]))
     return classifier
 

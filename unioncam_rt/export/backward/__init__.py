@@ -10,7 +10,8 @@ and the node.
 Every rule emits standard ONNX operators that ONNX Runtime, OpenVINO and TensorRT's ONNX
 parser read (MatMul/Gemm, ConvTranspose, Mul/Add/Sub/Div, Where, comparisons, Cast,
 Reshape, Transpose, Slice, Pad, Concat, ReduceSum/ReduceMean, Exp, Sqrt...): no
-framework-specific ops, no ScatterND, no MaxPool ``Indices``.
+framework-specific ops, no ScatterND, no MaxPool ``Indices`` (``Gather``'s backward is a
+``ScatterElements`` with reduction ``add``, opset 16).
 
 Rules follow torch autograd's conventions where a derivative is not unique: ReLU and
 ReLU6/Clip pass the gradient strictly inside their linear range; max pooling sends each
@@ -72,6 +73,7 @@ from .pooling import (
 )
 from .shapes import (
     concat_rule,
+    gather_rule,
     pad_rule,
     reshape_back_rule,
     slice_rule,
@@ -121,6 +123,7 @@ RULES = {
     "Concat": concat_rule,
     "Split": split_rule,
     "Slice": slice_rule,
+    "Gather": gather_rule,
     "Pad": pad_rule,
     "Gemm": gemm_rule,
     "MatMul": matmul_rule,
@@ -143,7 +146,7 @@ RULES = {
 def head_nodes(reader: GraphReader, activations: str, logits: str, float_tensors: set[str]) -> tuple[list, set[str]]:
     """The nodes on a float path from ``activations`` to ``logits``, in graph order, and
     the set of tensors that depend on the activations."""
-    dependent = reader.reachable_from([activations]) & float_tensors
+    dependent = reader.reachable_from([activations], values_only=True) & float_tensors
     dependent.add(activations)
     needed = reader.ancestors(logits)
     nodes = [n for n in reader.graph.node if any(o in dependent and o in needed for o in n.output)]
@@ -151,11 +154,12 @@ def head_nodes(reader: GraphReader, activations: str, logits: str, float_tensors
 
 
 def check_no_bypass(reader: GraphReader, image: str, activations: str, logits: str, label: str | None = None) -> None:
-    """Refuse a graph whose logits depend on the input other than through the activations."""
-    around = reader.reachable_from([image], blocked=[activations])
+    """Refuse a graph whose logits depend on the input's values other than through the
+    activations (a path through ``Shape``/``Size`` carries no values and is allowed)."""
+    around = reader.reachable_from([image], blocked=[activations], values_only=True)
     if logits in around:
         needed = reader.ancestors(logits)
-        from_activations = reader.reachable_from([activations])
+        from_activations = reader.reachable_from([activations], values_only=True)
         via = [n for n in reader.graph.node
                if any(i in around and i in needed and not reader.is_constant(i) for i in n.input)
                and any(i in from_activations for i in n.input)]

@@ -60,8 +60,20 @@ def matmul_rule(ctx: Context, node, grads):
         g, out_shape = e.unsqueeze(g, [len(out_shape)]), out_shape + (1,)
     two_d = len(out_shape) == 2 and len(a2_shape) == 2 and len(b2_shape) == 2
     result = {}
+    constant_matrix = len(b2_shape) == 2 and (ctx.reader.is_constant(b) or b in ctx.constants)
     if ctx.needs(a):
-        if two_d:
+        if constant_matrix:
+            # dA = g B^T computed as (B g^T)^T, the weight as the *first* operand: OpenVINO
+            # takes g B^T for a second fully-connected layer over the forward's constant and
+            # reuses its packing, which is wrong for a square B (see `gemm_rule`; a ConvNeXt
+            # block's square Linear showed it)
+            if two_d:
+                grad = e.op("Transpose", [e.op("Gemm", [b2, g], transB=1)], perm=[1, 0])
+            else:
+                rank = len(out_shape)
+                grad = _swap_last(ctx, e.op("MatMul", [b2, _swap_last(ctx, g, rank)]), rank)
+                grad = reduce_to(ctx, grad, out_shape[:-1] + (b2_shape[-2],), a2_shape)
+        elif two_d:
             grad = e.op("Gemm", [g, b2], transB=1)
         else:
             grad = e.op("MatMul", [g, _swap_last(ctx, b2, len(b2_shape))])

@@ -103,3 +103,30 @@ def pad_rule(ctx: Context, node, grads):
             ends.append(before + shape[axis])
             sliced.append(axis)
     return {x: ctx.emit.slice(grads[0], starts, ends, sliced) if sliced else grads[0]}
+
+
+def gather_rule(ctx: Context, node, grads):
+    """``Gather(data, indices, axis)``: the gradient of ``data`` is zeros with each gathered
+    slice's gradient added back at its index (``ScatterElements``, reduction ``add``, so
+    repeated indices sum). Indices may be computed (e.g. from ``Shape``: torch's dynamo
+    exporter writes ``as_strided`` as a Gather of ``Range`` arithmetic); needs opset 16."""
+    data, indices = node.input[0], node.input[1]
+    if not ctx.needs(data):
+        return {}
+    e = ctx.emit
+    if e.opset < 16:
+        fail(node, "its backward (ScatterElements with reduction) needs opset 16 or later; upgrade the model's opset")
+    rank = len(ctx.shape(data))
+    axis = rank_axis(attributes(node).get("axis", 0), rank)
+    flat = e.op("Reshape", [indices, e.ints([-1])])
+    data_shape = e.shape_of(data)
+    # the output's gradient with the index axes flattened to one: data's shape, n at ``axis``
+    parts = [e.op("Slice", [data_shape, e.ints([0]), e.ints([axis])]), e.shape_of(flat),
+             e.op("Slice", [data_shape, e.ints([axis + 1]), e.ints([rank])])]
+    grad_shape = e.op("Concat", parts, axis=0)
+    grad = e.op("Reshape", [grads[0], grad_shape])
+    index_shape = [1] * rank
+    index_shape[axis] = -1
+    spread = e.op("Expand", [e.op("Reshape", [flat, e.ints(index_shape)]), grad_shape])
+    zeros = e.op("ConstantOfShape", [data_shape], value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    return {data: e.op("ScatterElements", [zeros, spread, grad], axis=axis, reduction="add")}
