@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,32 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (as anything, a file included)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder the run could not write, before any work and without
+    creating anything: ``out`` (or, if it does not exist yet, its nearest existing
+    ancestor, where it will be created) must be a folder in which a file can be made."""
+    existing = _existing_ancestor(out)
+    if not existing.is_dir():
+        what = "is a file" if existing == Path(os.path.abspath(out)) else f"lies under {existing}, a file"
+        raise UnionCamError(f"{option} {out} {what}, not a folder; choose a folder to write to")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".unioncam-rt-write-probe-", dir=existing)
+    except OSError as exc:
+        where = "" if existing == Path(os.path.abspath(out)) else f" (it would be created in {existing})"
+        raise UnionCamError(f"{option} {out} is not writable{where}: {exc.strerror or exc}; choose a folder you "
+                            "can write to") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
 @dataclass
 class ExplainConfig:
     inputs: list[Path]
@@ -87,17 +115,29 @@ class ExplainConfig:
     budget: object = None  # Budget
 
 
+def _write_one(path: Path, result, config: ExplainConfig, stem: str) -> str | UnionCamError:
+    """Write one explanation's files; the line to print, or the error (the run goes on)."""
+    from .outputs import explanation_line, write_explanation
+
+    try:
+        write_explanation(result, config.out, stem, config.save_npy)
+    except OSError as exc:
+        return UnionCamError(f"{path}: cannot write {config.out / stem}.* ({exc.strerror or exc})")
+    return explanation_line(path.name, result, config.out / stem)
+
+
 def run_explain(config: ExplainConfig) -> int:
     """Explain every input image into ``config.out``; returns the exit code."""
     from tqdm.auto import tqdm
 
     from .explainer import Explainer
     from .images import list_images
-    from .outputs import explanation_line, unique_stems, write_explanation
+    from .outputs import unique_stems
 
     from .cache import open_cached_engine
 
     config.engine.check()
+    check_out_dir(config.out)
     paths = list_images(config.inputs)
     engine = open_cached_engine(config.source, config.engine, progress=True)
     explainer = Explainer(engine=engine, method=config.method, theta=config.theta, batch_size=config.batch_size,
@@ -110,12 +150,13 @@ def run_explain(config: ExplainConfig) -> int:
     failures: list[str] = []
     with tqdm(total=len(paths), desc="images", unit="img", disable=None) as bar:
         for path, outcome in explainer.iter_files(paths, config.target):
+            if not isinstance(outcome, UnionCamError):
+                outcome = _write_one(path, outcome, config, stems[path])
             if isinstance(outcome, UnionCamError):
                 failures.append(str(outcome))
                 tqdm.write(f"error: {outcome}", file=sys.stderr)
             else:
-                write_explanation(outcome, config.out, stems[path], config.save_npy)
-                tqdm.write(explanation_line(path.name, outcome, config.out / stems[path]))
+                tqdm.write(outcome)
             bar.update(1)
     if failures:
         typer.echo(f"{len(failures)} of {len(paths)} images failed:", err=True)
@@ -224,6 +265,7 @@ def explain(
     with user_errors():
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
+        check_out_dir(out)
         config = ExplainConfig(list(images), out, source, engine_options(engine, mode, providers, device),
                                target, method, theta, batch_size, save_npy, max_memory, mode.budget)
         job = ray_job(ray, ray_address, workers)
@@ -339,6 +381,7 @@ def evaluate(
             raise UnionCamError("give images or folders, or --labels-csv CSV")
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
+        check_out_dir(out)
         config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
                                 limit, out, save_maps, gallery, batch_size, theta,
                                 engine_options(engine, mode, None, "cpu"), source, max_memory, mode.budget)

@@ -38,10 +38,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def png_bytes(image) -> bytes:
-    """A Pillow image encoded as PNG."""
+def png_bytes(image, compress_level: int = 6) -> bytes:
+    """A Pillow image encoded as PNG (zlib ``compress_level`` 0-9, default Pillow's 6)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

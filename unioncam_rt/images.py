@@ -25,6 +25,8 @@ Rules, in order:
 
 from __future__ import annotations
 
+import errno
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, UnionCamError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -105,7 +107,9 @@ def decode_upright_rgb(source, label: str, check_size=None, too_large: type[Exce
         too_large: the error raised when the decompression-bomb guard refuses the image.
 
     Raises:
-        ImageError: not an image, truncated or corrupt; ``too_large``: a decompression bomb.
+        ImageError: not an image, truncated or corrupt (whatever Pillow's decoders raise on
+            untrusted bytes: ``OSError``, ``NotImplementedError``, ``TypeError``...);
+        ``too_large``: a decompression bomb; ``check_size``'s own `UnionCamError`.
     """
     try:
         with warnings.catch_warnings():
@@ -115,12 +119,16 @@ def decode_upright_rgb(source, label: str, check_size=None, too_large: type[Exce
                     check_size(*opened.size)
                 opened.load()
                 return to_rgb(ImageOps.exif_transpose(opened))
+    except UnionCamError:
+        raise  # check_size's refusal, as it is
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise too_large(f"{label}: image too large ({exc}); Pillow's decompression-bomb guard refused it") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad image, not a bug
+        detail = " ".join(str(exc).split())[:300]
+        kind = "" if isinstance(exc, (OSError, SyntaxError, ValueError)) else f"{type(exc).__name__}: "
+        raise ImageError(f"{label}: corrupt or truncated image ({kind}{detail or type(exc).__name__})") from None
 
 
 def to_model_array(rgb: Image.Image, input_size: tuple[int, int]) -> np.ndarray:
@@ -148,17 +156,43 @@ def load_image(source: str | Path | Image.Image | np.ndarray, input_size: tuple[
     return LoadedImage(path=path, rgb=rgb, array=to_model_array(rgb, input_size))
 
 
+def unreadable_link(path: Path) -> str | None:
+    """Why ``path``, a symbolic link, leads to no file (a loop, a missing target), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop; nothing to read"
+        return f"symbolic link to {os.readlink(path)!r}, which does not exist ({exc.strerror})"
+    return None
+
+
+def _directory_images(directory: Path) -> list[Path]:
+    """Files of ``directory`` with an image suffix, and links there that lead nowhere (a
+    loop, a missing target: kept, so the run reports them instead of skipping them)."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError as exc:
+        raise ImageError(f"{directory}: cannot list the directory ({exc.strerror or exc})") from None
+    named = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in named if p.is_file() or unreadable_link(p))
+
+
 def list_images(inputs: list[str | Path]) -> list[Path]:
     """Expand files and directories (not recursive) into a sorted list of image paths.
 
     Files named explicitly are kept whatever their suffix (so a bad file is reported, not
-    skipped silently); directories contribute files with a known image suffix.
+    skipped silently); directories contribute files with a known image suffix, and links
+    with such a name that lead to no file (loops, missing targets), so that these too are
+    reported with the run's other failures.
     """
     paths: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = _directory_images(item)
             if not found:
                 raise ImageError(f"{item}: directory holds no images ({', '.join(IMAGE_SUFFIXES)})")
             paths.extend(found)

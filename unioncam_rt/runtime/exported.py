@@ -10,7 +10,9 @@ from ..errors import UnionCamError
 from ..manifest import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE, EngineDirError, Manifest, load_manifest, trt_engine_name
 from ..method.ops import softmax
 from .base import FeatureBatch
+from .engine_check import check_sessions
 from .session import Session
+from .weights import read_index
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
@@ -96,8 +98,15 @@ class ExportedEngine:
         self.input_size = tuple(self.manifest.input_size)
         self.class_names = list(self.manifest.class_names)
         self.feature_shape = tuple(self.manifest.feature_shape)
+        read_index(self.directory, self.manifest)  # the weights index, checked whatever the backend
         self.features_session, self.scores_session, self.decision_session = open_sessions(
             self.directory, self.manifest, backend, providers, precision, threads)
+        try:
+            check_sessions(self.directory, self.manifest, self.features_session, self.scores_session,
+                           self.decision_session)
+        except EngineDirError:
+            self.close()
+            raise
         self._black = self.manifest.black_probs_array()
         # for --max-memory: the scoring graph's activations per masked image, and the weights
         # the process will hold once they are read (mapped lazily, so not yet resident)

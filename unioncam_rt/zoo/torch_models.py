@@ -16,6 +16,8 @@ Weights (``weights`` argument, ``--weights`` on the CLI):
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from pathlib import Path
 
 from ..errors import ModelError, require
@@ -60,6 +62,29 @@ def state_dict_sha256(state: dict) -> str:
     return digest.hexdigest()
 
 
+SAVE_STATE_DICT = "save a plain state_dict instead: torch.save(model.state_dict(), PATH)"
+_PICKLED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_failure_message(path: Path, exc: Exception) -> str:
+    """One line for a weights file ``torch.load(weights_only=True)`` refused.
+
+    torch's own message advises loading with ``weights_only=False``, which runs whatever
+    code the file names; that advice is never repeated. A file that holds pickled classes
+    (a whole model, a custom object) is named as such, with how to save a plain state_dict.
+    """
+    text = str(exc)
+    found = _PICKLED_GLOBAL.search(text) if isinstance(exc, pickle.UnpicklingError) else None
+    if found:
+        return (f"weights file {path} holds pickled code objects (it names {found.group(1)}: a whole model or a "
+                f"custom class, not just tensors), which unioncam-rt never unpickles; {SAVE_STATE_DICT}")
+    first = (text.strip().splitlines() or [""])[0]
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in first or "trust" in first:
+        first = "not a readable tensor pickle"
+    detail = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+    return f"weights file {path} is not a loadable torch state_dict file ({detail}); {SAVE_STATE_DICT}"
+
+
 def read_state_dict(path: Path) -> dict:
     """A state_dict of tensors from ``path`` (``weights_only=True``), or a one-line `ModelError`."""
     path = Path(path)
@@ -68,8 +93,7 @@ def read_state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad pickles / zip files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ModelError(f"weights file {path} is not a loadable torch state_dict ({type(exc).__name__}: {first})") from None
+        raise ModelError(load_failure_message(path, exc)) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
