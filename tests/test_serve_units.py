@@ -102,10 +102,36 @@ def cam_of(answer: dict) -> np.ndarray:
     ({"theta": "150"}, "theta 150.0 must be a percentile"),
     ({"npy": "maybe"}, "npy 'maybe'"),
     ({"clas": "1"}, "unknown query parameter 'clas'"),
+    ({"class": "--5"}, "class '--5' is neither a class index"),
+    ({"class": "\u00b2"}, "class '\u00b2' is neither a class index"),
+    ({"class": "-\u00b2"}, "is neither a class index"),
+    ({"budget": "\u00b2"}, "budget '\u00b2': give 0"),
+    ({"budget": "\u00b2/energy"}, "budget '\u00b2/energy': give 0"),
 ])
 def test_bad_parameters_are_refused_before_the_engine(service, params, words):
     with pytest.raises(UnionCamError, match=words.replace("(", r"\(")):
         service.prepare(encoded(photo_like()), params)
+
+
+NASTY_VALUES = ["--5", "\u00b2", "-\u00b2", "\u0663", "\U0001d7d1", "1e999", "nan", "-inf", "+3", "-0", " 3 ", "",
+                "\x00", "3\x00", "99999999999999999999999", "-99999999999999999999", "0x10", "1_000", "cover\u00b2",
+                "\u00b2/energy", "cover0.5:\u00b2", "cover1e9", "0/energy/", "//", "5/energy/bogus", "\u00e9" * 300]
+
+
+@pytest.mark.parametrize("name", ["class", "theta", "budget", "method", "npy"])
+def test_no_query_value_escapes_as_anything_but_a_4xx(service, name):
+    """Each value is explained (200) or refused with a one-line `UnionCamError` (400)."""
+    data, answered = encoded(photo_like()), 0
+    for value in NASTY_VALUES:
+        try:
+            request = service.prepare(data, {name: value, **({} if name == "method" else {"method": "gradcam"})})
+        except UnionCamError as exc:
+            assert http_status(exc) == 400 and "\n" not in str(exc), (value, exc)
+            continue
+        answer = service.explain_batch([request])[0]
+        assert isinstance(answer, dict), (name, value, answer)
+        answered += 1
+    assert answered < len(NASTY_VALUES)
 
 
 def test_budget_is_passed_on(service):
@@ -121,7 +147,273 @@ def test_serve_and_distributed_modules_do_not_import_ray():
     import sys
 
     modules = ["unioncam_rt", "unioncam_rt.serve.command", "unioncam_rt.serve.runner", "unioncam_rt.serve.app",
-               "unioncam_rt.serve.http", "unioncam_rt.distributed.explain_job", "unioncam_rt.distributed.evaluate_job"]
+               "unioncam_rt.serve.http", "unioncam_rt.serve.deployments", "unioncam_rt.serve.worker",
+               "unioncam_rt.distributed.explain_job", "unioncam_rt.distributed.evaluate_job"]
     code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --- batching, HTTP and the application, without a Ray cluster -------------------------------------------------
+
+def run(coroutine):
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def test_requests_arriving_while_the_engine_works_form_one_next_batch():
+    """Ray's @serve.batch formed a batch per arrival during a long engine call (8 clients: 110
+    of 141 calls held one image); the queue forms the next batch only when the engine is free."""
+    import asyncio
+
+    from unioncam_rt.serve.batching import BatchQueue
+
+    async def engine(items):
+        await asyncio.sleep(0.3)
+        return [item * 10 for item in items]
+
+    async def scenario():
+        queue = BatchQueue(engine, max_batch=8, wait_s=0.005)
+        first = asyncio.ensure_future(queue.submit(0))
+        later = []
+        for i in range(1, 8):  # arrive one by one, 20 ms apart (more than wait_s), while batch 1 runs
+            await asyncio.sleep(0.02)
+            later.append(asyncio.ensure_future(queue.submit(i)))
+        answers = await asyncio.gather(first, *later)
+        return answers, dict(queue.batch_sizes)
+
+    answers, sizes = run(scenario())
+    assert answers == [i * 10 for i in range(8)]
+    assert sizes == {1: 1, 7: 1}
+
+
+def test_batch_queue_caps_batches_skips_gone_callers_and_fails_a_batch_whole():
+    import asyncio
+
+    from unioncam_rt.serve.batching import BatchQueue
+
+    seen = []
+
+    async def engine(items):
+        seen.append(list(items))
+        await asyncio.sleep(0.05)
+        if "bad" in items:
+            raise ValueError("engine failed")
+        return items
+
+    async def scenario():
+        queue = BatchQueue(engine, max_batch=3, wait_s=0.0)
+        busy = asyncio.ensure_future(queue.submit("a"))
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(queue.submit("gone"))
+        rest = [asyncio.ensure_future(queue.submit(x)) for x in ("b", "c", "d", "e")]
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        answers = await asyncio.gather(busy, *rest)
+        failing = await asyncio.gather(queue.submit("bad"), queue.submit("x"), return_exceptions=True)
+        return answers, failing
+
+    answers, failing = run(scenario())
+    assert answers == ["a", "b", "c", "d", "e"]
+    assert seen[:3] == [["a"], ["b", "c", "d"], ["e"]]  # "gone" left before its batch formed; at most 3 a batch
+    assert [type(f).__name__ for f in failing] == ["ValueError", "ValueError"]
+
+
+def http_request(path="/explain", method="POST", headers=(), body_chunks=None, stall=False):
+    """A Starlette request whose body arrives as ``body_chunks``, then stalls if ``stall``."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    chunks = list(body_chunks or [])
+
+    async def receive():
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks) or stall}
+        if stall:
+            await asyncio.sleep(3600)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers], "scheme": "http",
+             "server": ("127.0.0.1", 8000), "root_path": ""}
+    return Request(scope, receive)
+
+
+class SlowEngine:
+    """An `EngineClient` whose explanations take ``seconds``."""
+
+    def __init__(self, seconds=0.0):
+        self.seconds = seconds
+        self.calls = 0
+
+    async def explain(self, data, params):
+        import asyncio
+
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return {"bytes": len(data)}
+
+    async def model_info(self):
+        return {"model": "fake"}
+
+    async def stats(self):
+        return {"requests": self.calls}
+
+
+def answer_of(response) -> tuple[int, dict]:
+    import json
+
+    return response.status_code, json.loads(response.body)
+
+
+def test_a_stalled_body_is_answered_408_at_the_deadline_and_never_reaches_the_engine():
+    import time
+
+    from unioncam_rt.serve.http import handle
+    from unioncam_rt.serve.service import ServiceSettings
+
+    engine = SlowEngine()
+    request = http_request(headers=[("Content-Type", "image/png"), ("Content-Length", "100000")],
+                           body_chunks=[b"\x89PNG" + b"\x00" * 96], stall=True)
+    started = time.monotonic()
+    status, body = answer_of(run(handle(request, engine, ServiceSettings(body_timeout_s=0.3))))
+    assert status == 408 and 0.3 <= time.monotonic() - started < 5
+    assert body["error"] == ("body not received within 0.3 s (100 of 100000 bytes arrived); send the whole body "
+                             "at once")
+    assert engine.calls == 0
+    complete = http_request(headers=[("Content-Type", "image/png")], body_chunks=[b"abc", b"def"])
+    assert answer_of(run(handle(complete, engine, ServiceSettings(body_timeout_s=0.3)))) == (200, {"bytes": 6})
+
+
+def test_a_body_cut_short_by_the_client_is_a_request_error_not_a_bug():
+    from starlette.requests import Request
+
+    from unioncam_rt.serve.http import handle
+    from unioncam_rt.serve.service import ServiceSettings
+
+    messages = [{"type": "http.request", "body": b"\xff" * 10, "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    request = Request(http_request().scope, receive)
+    status, body = answer_of(run(handle(request, SlowEngine(), ServiceSettings())))
+    assert (status, body) == (400, {"error": "body incomplete: the client disconnected after 10 bytes"})
+
+
+def test_health_is_answered_while_explanations_and_stalled_uploads_wait():
+    import asyncio
+    import time
+
+    from unioncam_rt.serve.http import handle
+    from unioncam_rt.serve.service import ServiceSettings
+
+    settings = ServiceSettings(body_timeout_s=5)
+    engine = SlowEngine(seconds=5)
+
+    async def scenario():
+        busy = [asyncio.ensure_future(handle(http_request(body_chunks=[b"x"]), engine, settings)) for _ in range(4)]
+        stalled = [asyncio.ensure_future(handle(http_request(body_chunks=[b"x"], stall=True), engine, settings))
+                   for _ in range(100)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        health = await handle(http_request("/healthz", "GET"), engine, settings)
+        waited = time.monotonic() - started
+        for task in busy + stalled:
+            task.cancel()
+        return health, waited
+
+    health, waited = run(scenario())
+    assert answer_of(health) == (200, {"status": "ok"}) and waited < 0.5
+
+
+def test_a_stopped_engine_replica_is_answered_503_json_that_may_be_retried():
+    pytest.importorskip("ray")
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from unioncam_rt.serve.deployments import ReplicaClient
+    from unioncam_rt.serve.http import handle
+    from unioncam_rt.serve.service import ServiceSettings
+
+    class Method:
+        def __init__(self, error):
+            self.error = error
+
+        def remote(self, *args):
+            async def fail():
+                raise self.error
+            return fail()
+
+    class Handle:
+        def __init__(self, error):
+            self.explain = self.stats = self.model_info = Method(error)
+
+    for error, words in [(ActorDiedError(), "may be retried"), (BackPressureError(num_queued_requests=5,
+                                                                                    max_queued_requests=5), "busy")]:
+        response = run(handle(http_request(body_chunks=[b"x"]), ReplicaClient(Handle(error)), ServiceSettings()))
+        status, body = answer_of(response)
+        assert status == 503 and words in body["error"] and "\n" not in body["error"], body
+        assert not body["error"].startswith("internal error"), body
+        assert response.headers["retry-after"] == "1" and response.media_type == "application/json"
+
+
+def test_engine_worker_batches_concurrent_requests(service):
+    import asyncio
+
+    from unioncam_rt.serve.worker import BatchOptions, EngineWorker
+
+    worker = EngineWorker(service, BatchOptions(max_batch=4, wait_s=0.2))
+    data = encoded(photo_like())
+
+    async def scenario():
+        return await asyncio.gather(*[worker.explain(data, {"method": "gradcam"}) for _ in range(4)],
+                                    worker.explain(b"not an image", {}), worker.explain(data, {"class": "--5"}))
+
+    answers = run(scenario())
+    assert [a["batch"]["images"] for a in answers[:4]] == [4, 4, 4, 4]
+    assert len({a["batch"]["call"] for a in answers[:4]}) == 1
+    not_an_image, bad_class = answers[4:]
+    assert (not_an_image.status, not_an_image.message) == (400, "body (12 bytes): not an image Pillow can read")
+    assert bad_class.status == 400 and bad_class.message.startswith("class '--5' is neither a class index")
+
+
+def test_application_builder_arguments_are_checked_in_one_line():
+    from unioncam_rt.serve.app import APP_ARGS, app_args
+
+    values = app_args({"engine": "/models/x", "max_batch": "4", "batch_wait_ms": 5})
+    assert values["max_batch"] == 4 and values["batch_wait_ms"] == 5.0 and values["body_timeout_s"] == 30.0
+    assert set(values) == set(APP_ARGS)
+    for args, words in [({"engin": "x"}, "unknown argument 'engin'"), ({"max_batch": "lots"}, "max_batch = 'lots'"),
+                        ({"max_batch": 0}, "at least 1"), ({"body_timeout_s": 0}, "must be positive"),
+                        ({"replicas": True}, "replicas = True"), ({"batch_wait_ms": "nan"}, "must not be negative")]:
+        with pytest.raises(UnionCamError, match=words):
+            app_args(args)
+
+
+def test_example_config_is_a_valid_serve_config_that_builds(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.serve.app import build_app
+
+    from .conftest import tiny_model
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "examples" / "serve-config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    app = schema.applications[0]
+    assert app.import_path == "unioncam_rt.serve.app:build_app"
+    assert {d.name for d in app.deployments} == {"UnionCam", "UnionCamHTTP"}
+    engine = tmp_path / "tiny"
+    export_model(ExportConfig(tiny_model().net, engine, target_layer="trunk", input_size=(32, 32)))
+    built = build_app({**app.args, "engine": str(engine)})
+    assert type(built).__name__ == "Application"
+    with pytest.raises(UnionCamError, match="unknown argument"):
+        build_app({**app.args, "engine": str(engine), "bogus": 1})

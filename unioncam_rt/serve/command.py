@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 
-def _limits(max_bytes: str | None, max_pixels: int | None):
+def limits_from(max_bytes: str | int | None, max_pixels: int | None):
     """`ImageLimits` from the options (None: its default)."""
     from ..memory import parse_size
     from .decode import ImageLimits
@@ -50,7 +50,12 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Requests explained together at most (their masked "
                          "passes share engine calls).")] = 8,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to batch "
-                             "with.")] = 20.0,
+                             "with when the engine is idle (requests arriving while it works join the next batch "
+                             "anyway).")] = 20.0,
+    body_timeout_s: Annotated[float, typer.Option(min=0.001, help="Seconds a request's body may take to arrive; "
+                              "answered 408 after.")] = 30.0,
+    max_queued: Annotated[int, typer.Option(min=-1, help="Requests waiting for an engine replica beyond which new "
+                          "ones are answered 503 (0 or -1: no limit).")] = 100,
 ):
     """Serve explanations over HTTP (Ray Serve): POST /explain, GET /healthz, GET /v1/model, GET /v1/stats."""
     from ..errors import UnionCamError
@@ -65,8 +70,8 @@ def serve_command(
         source = ModelSource(model or DEFAULT_MODEL, weights) if model or weights else None
         config = ServeConfig(
             source, EngineOptions(backend, engine, None, precision), host, port, ray_address, num_cpus,
-            ServiceSettings(_limits(max_bytes, max_pixels), batch_size, max_memory),
-            ReplicaOptions(replicas, cpus_per_replica or 0, None, max_batch, batch_wait_ms / 1000))
+            ServiceSettings(limits_from(max_bytes, max_pixels), batch_size, max_memory, body_timeout_s=body_timeout_s),
+            ReplicaOptions(replicas, cpus_per_replica or 0, None, max_batch, batch_wait_ms / 1000, max_queued))
         run_serve(config)
     except UnionCamError as exc:
         typer.echo(f"error: {exc}", err=True)

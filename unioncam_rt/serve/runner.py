@@ -88,7 +88,7 @@ def run_serve(config: ServeConfig, ready=None) -> None:
     """
     from ..distributed.cluster import RayTarget, cluster_cpus, ray_session
     from ..distributed.engines import prepare_engine
-    from .app import build_app
+    from .app import bind_application
     from .service import ExplainService
 
     require("ray", "serve")
@@ -106,7 +106,7 @@ def run_serve(config: ServeConfig, ready=None) -> None:
         with StopSignals() as stop:  # after ray.init, which installs handlers of its own
             serve.start(http_options={"host": config.host, "port": config.port})
             try:
-                serve.run(build_app(spec, config.service, options), name=APP_NAME, route_prefix="/")
+                serve.run(bind_application(spec, config.service, options), name=APP_NAME, route_prefix="/")
                 url = f"http://{config.host}:{config.port}"
                 if not stop.requested.is_set():
                     print(f"unioncam-rt serve: {url} ({options.replicas} replica(s), {options.cpus_per_replica} "

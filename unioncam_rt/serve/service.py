@@ -13,6 +13,7 @@ import base64
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ from .errors import RequestError
 log = logging.getLogger(__name__)
 
 QUERY_PARAMETERS = ("method", "class", "theta", "budget", "npy")
+CLASS_INDEX = re.compile(r"-?[0-9]+", re.ASCII)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -41,12 +43,14 @@ class ServiceSettings:
         batch_size: masked images per engine call (default: the `Explainer`'s).
         max_memory: peak-memory budget of an `Explainer` (default: none).
         max_explainers: (method, theta, budget) keys kept per replica (default 16).
+        body_timeout_s: seconds a request's body may take to arrive (default 30; 408 after).
     """
 
     limits: ImageLimits = ImageLimits()
     batch_size: int | None = None
     max_memory: int | str | None = None
     max_explainers: int = 16
+    body_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class ExplainService:
         self._calls = itertools.count(1)
         self.requests = 0
         self.images_per_call: Counter[int] = Counter()
+        self.explaining = 0  # images in the engine call running now
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.explainer(ExplainKey())  # refuse bad --batch-size / --max-memory at start-up
 
@@ -99,9 +104,9 @@ class ExplainService:
                 "precision": getattr(engine, "precision", None), "methods": list(METHODS)}
 
     def stats(self) -> dict:
-        """``GET /v1/stats``: this replica's counters (requests explained, engine calls and
-        images per `explain_loaded` call)."""
-        return {"replica": self.replica, "requests": self.requests,
+        """``GET /v1/stats``: this replica's counters (requests explained, images in the engine
+        call running now, engine calls and images per `explain_loaded` call)."""
+        return {"replica": self.replica, "requests": self.requests, "explaining": self.explaining,
                 "explain_calls": sum(self.images_per_call.values()),
                 "images_per_call": {str(k): v for k, v in sorted(self.images_per_call.items())}}
 
@@ -135,17 +140,24 @@ class ExplainService:
         budget = params.get("budget")
         if budget is not None:
             budget = budget.strip().lower()
+            if not budget.isascii():
+                raise RequestError(f"budget {params['budget']!r}: give 0 (exact), a channel count K or "
+                                   "coverSHARE[:K], optionally /RULE[/FILL], in ASCII")
         npy = params.get("npy", "0").strip().lower()
         if npy not in _TRUE + _FALSE:
             raise RequestError(f"npy {params['npy']!r}: give 1 or 0")
-        return ExplainKey(method, theta, budget), params.get("class"), npy in _TRUE
+        return ExplainKey(method, theta, budget), parse_class(params.get("class")), npy in _TRUE
 
     def prepare(self, data: bytes, params: Mapping[str, str]) -> ExplainRequest:
         """Parse and check a request and decode its image; raises a `UnionCamError` (4xx)."""
         arrived = time.perf_counter()
         key, target, npy = self.parse_query(params)
-        explainer = self.explainer(key)
-        index = explainer.class_index(target)
+        try:
+            explainer = self.explainer(key)
+            index = explainer.class_index(target)
+        except (ValueError, TypeError, OverflowError) as exc:  # a query value the library's parsers choke on
+            raise RequestError(f"bad query value ({type(exc).__name__}: {exc}); "
+                               f"parameters: {', '.join(QUERY_PARAMETERS)}") from None
         image = decode_image(data, self.engine.input_size, self.settings.limits)
         return ExplainRequest(key, image, index, npy, time.perf_counter() - arrived, arrived)
 
@@ -153,6 +165,13 @@ class ExplainService:
         """Response bodies of requests that arrived together, in order: one `explain_loaded`
         call per key. A group that fails answers each of its requests with the error."""
         started = time.perf_counter()
+        self.explaining = len(requests)
+        try:
+            return self._explain_groups(requests, started)
+        finally:
+            self.explaining = 0
+
+    def _explain_groups(self, requests: list[ExplainRequest], started: float) -> list[dict | Exception]:
         groups: dict[ExplainKey, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(request.key, []).append(i)
@@ -176,17 +195,34 @@ class ExplainService:
         return answers
 
 
+def parse_class(text: str | None) -> int | str | None:
+    """``class``: an index in ASCII digits (``-1``: top-1), a class name, or None (top-1).
+
+    Raises:
+        RequestError: digits that are not an ASCII integer (``--5``, ``²``).
+    """
+    if text is None:
+        return None
+    stripped = text.strip()
+    if CLASS_INDEX.fullmatch(stripped):
+        return int(stripped)
+    if stripped.lstrip("-+").isdigit():
+        raise RequestError(f"class {text!r} is neither a class index (an integer in ASCII digits) nor a class name")
+    return text
+
+
 def response_body(result, request: ExplainRequest, started: float, batch: dict) -> dict:
     """``Explanation.summary()`` plus ``cam_png`` (base64 PNG, 8-bit, input resolution),
     ``cam_npy`` when asked (base64 of the float32 ``.npy``) and ``batch`` (which engine call
-    it shared with how many images); timings gain ``decode_s``, ``queue_s`` and ``total_s``."""
+    it shared with how many images); timings: see `unioncam_rt.results.request_timings`."""
     from PIL import Image
 
     from ..fileio import npy_bytes, png_bytes
+    from ..results import request_timings
 
     body = result.summary()
-    body["timings"] = {"decode_s": request.decode_s, "queue_s": started - request.arrived - request.decode_s,
-                       **body["timings"], "total_s": time.perf_counter() - request.arrived}
+    body["timings"] = request_timings(body["timings"], request.decode_s, started - request.arrived - request.decode_s,
+                                      time.perf_counter() - request.arrived)
     cam8 = np.round(result.cam * 255).astype(np.uint8)
     body["cam_png"] = base64.b64encode(png_bytes(Image.fromarray(cam8, "L"))).decode("ascii")
     if request.npy:
