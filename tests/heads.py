@@ -144,6 +144,7 @@ class WithFeatures(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.eval()  # exported in eval mode, as the wrapped net (no training-mode export warning)
 
     def forward(self, x):
         features = self.net.features(x)

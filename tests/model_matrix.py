@@ -89,6 +89,7 @@ TIMM = [
     Case("Xception", "timm", "xception41", 96),
 ]
 CASES = TORCHVISION + TIMM
+BY_ID = {case.id: case for case in CASES}
 CLASSES = 7
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 pytest.importorskip("openvino")
 timm = pytest.importorskip("timm")
 
-from .model_matrix import CASES, run  # noqa: E402
+from .model_matrix import BY_ID, CASES, run  # noqa: E402
 
 GRADIENT_TOLERANCE = 1e-4
 MAP_PEARSON = 0.999
@@ -22,14 +22,20 @@ MAP_PEARSON = 0.999
 # ReLU after the target, concatenations, squeeze-excitation, grouped convs, adaptive pools)
 ONNX_CASES = ["timm-convnext_atto", "torchvision-densenet121", "torchvision-mobilenet_v3_small",
               "torchvision-resnet18", "timm-efficientnet_b0", "torchvision-shufflenet_v2_x0_5"]
-BY_ID = {case.id: case for case in CASES}
+
+
+# ONNX files whose default target (the last spatial map) is no module's output, so autograd
+# has no hook there; their gradients are held to central differences by the export's check
+OTHER_TENSOR = {"torchvision-densenet121": "the ReLU after `features` is a functional call"}
 
 
 def _check(result):
     assert result.ok, result.error
+    assert result.pearson_openvino >= MAP_PEARSON, result
+    if result.form != "module" and result.case in OTHER_TENSOR:
+        return
     assert result.target_is_torch_target, f"{result.case} {result.form}: target {result.target} is not the torch default"
     assert result.gradient_error <= GRADIENT_TOLERANCE, result
-    assert result.pearson_openvino >= MAP_PEARSON, result
 
 
 @pytest.mark.slow

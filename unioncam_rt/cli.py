@@ -40,8 +40,9 @@ MeanOpt = Annotated[Optional[str], typer.Option(
 StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std R,G,B. Default: as --mean.")]
 LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", help="ONNX input layout: nchw or nhwc (graphs converted from TensorFlow/Keras). Default: detected.")]
-TargetLayoutOpt = Annotated[str, typer.Option(
-    "--target-layout", help="Layout of an ONNX target tensor: nchw or nhwc.")]
+TargetLayoutOpt = Annotated[Optional[str], typer.Option(
+    "--target-layout", help="Layout of an ONNX target tensor: nchw or nhwc. Default: read from the graph (see "
+    "unioncam-rt inspect).")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", "-b", min=1, help="Masked images per engine call. Default: 16 (or fewer, to fit --max-memory).")]
 MaxMemoryOpt = Annotated[Optional[str], typer.Option(
@@ -247,7 +248,7 @@ def explain(
     mean: MeanOpt = None,
     std: StdOpt = None,
     layout: LayoutOpt = None,
-    target_layout: TargetLayoutOpt = "nchw",
+    target_layout: TargetLayoutOpt = None,
     engine: EngineOpt = None,
     backend: BackendOpt = None,
     providers: ProvidersOpt = None,
@@ -289,7 +290,7 @@ def export(
     mean: MeanOpt = None,
     std: StdOpt = None,
     layout: LayoutOpt = None,
-    target_layout: TargetLayoutOpt = "nchw",
+    target_layout: TargetLayoutOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset of torch exports.")] = 17,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch of the TensorRT profiles.")] = 64,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
@@ -358,7 +359,7 @@ def evaluate(
     mean: MeanOpt = None,
     std: StdOpt = None,
     layout: LayoutOpt = None,
-    target_layout: TargetLayoutOpt = "nchw",
+    target_layout: TargetLayoutOpt = None,
     engine: EngineOpt = None,
     backend: BackendOpt = None,
     precision: PrecisionOpt = None,
