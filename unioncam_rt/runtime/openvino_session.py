@@ -32,6 +32,19 @@ def shared_core():
         return _CORE
 
 
+# The names the engine graphs declare. OpenVINO gives a port every name its tensor had: an
+# output that is an Identity of an inner tensor (``activations`` of a user's ONNX target)
+# carries both, and ``get_any_name`` may return the inner one.
+ENGINE_TENSORS = ("image", "class_index", "masks", "image_index", "logits", "activations", "gradients",
+                  "resolved_class_index", "probs")
+
+
+def port_name(port) -> str:
+    """The engine's name for a compiled model's port (else any of its names)."""
+    names = port.get_names()
+    return next((name for name in ENGINE_TENSORS if name in names), port.get_any_name())
+
+
 class OpenVinoSession(Session):
     """A model compiled by OpenVINO's CPU plugin behind the `Session` protocol.
 
@@ -61,8 +74,8 @@ class OpenVinoSession(Session):
         self.precision = "bf16" if "bf16" in used or "bfloat16" in used else "fp32" if "32" in used else used
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
-        inputs = [port.get_any_name() for port in self.compiled.inputs]
-        outputs = [port.get_any_name() for port in self.compiled.outputs]
+        inputs = [port_name(port) for port in self.compiled.inputs]
+        outputs = [port_name(port) for port in self.compiled.outputs]
         super().__init__(path, inputs, outputs)
 
     def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
