@@ -108,6 +108,9 @@ def main() -> None:
             rows.append(row)
             status = "ok" if row.get("ok") else f"FAIL {row.get('error')}"
             print(f"{case.family:22s} {form:12s} {status[:150]}", file=sys.stderr, flush=True)
+            partial = args.out.with_name(args.out.stem + ".partial.json")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"size": args.size, "rows": rows}, indent=1))  # a long run keeps its rows
     table = []
     for r in rows:
         seconds = r.get("seconds", {})
