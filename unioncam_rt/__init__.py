@@ -6,7 +6,7 @@ the method (`method`) -> `explain` / CLI.
 Python API: `export` (any classifier -> an engine directory), `Explainer` and `explain`.
 """
 
-__version__ = "0.3.0"
+from ._version import __version__
 
 from . import export as _export_package  # noqa: E402,F401  (see the note at `export` below)
 from .errors import UnionCamError  # noqa: E402

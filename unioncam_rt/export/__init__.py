@@ -8,20 +8,3 @@ graph of an ONNX classifier), `backward` (the head's backward as ONNX nodes, one
 `tensorrt_build` (EngineFromOnnx), `quantize` (INT8), `pipeline` (the whole export,
 atomic). All need the ``export`` extra (torch for torch models, onnx).
 """
-
-from __future__ import annotations
-
-
-def export_model(config, progress: bool = False):
-    """Export a classifier; see `unioncam_rt.export.pipeline.export_model`."""
-    from .pipeline import export_model as _export
-
-    return _export(config, progress)
-
-
-def __getattr__(name):
-    if name in ("ExportConfig", "ExportReport"):
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(name)

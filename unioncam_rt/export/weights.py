@@ -139,17 +139,3 @@ def scoring_bytes_per_image(model, directory: Path) -> int:
             del live[name]
     return int(peak)
 
-
-def external_tensors(model) -> list[tuple[str, int, int, int, tuple[int, ...]]]:
-    """``(name, offset, length, onnx data type, shape)`` of every initializer a graph keeps
-    in ``weights.bin`` (read from the graph alone, without loading the data)."""
-    found = []
-    for tensor in model.graph.initializer:
-        if tensor.data_location != EXTERNAL:
-            continue
-        where = _external_location(tensor)
-        if where.get("location") != WEIGHTS_FILE:
-            continue
-        found.append((tensor.name, int(where.get("offset", 0)), int(where["length"]), tensor.data_type,
-                      tuple(int(d) for d in tensor.dims)))
-    return found
