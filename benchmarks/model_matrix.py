@@ -123,9 +123,14 @@ def main() -> None:
                       f"{seconds.get('export', float('nan')):.1f}",
                       f"{seconds.get('explain (photo)', float('nan')):.1f}",
                       (r.get("error") or "")[:80]])
-    print_table(["family", "form", "export", "target K x h x w", "grad err vs autograd", "ORT~OV map r",
-                 "ORT~C++ map r", "export s", f"explain s (ORT, {PHOTO_BUDGET})", "error"], table)
+    headers = ["family", "form", "export", "target K x h x w", "grad err vs autograd", "ORT~OV map r",
+               "ORT~C++ map r", "export s", f"explain s (ORT, {PHOTO_BUDGET})", "error"]
+    print_table(headers, table)
     write_json(args.out, {"machine": machine(), "size": args.size, "rows": rows})
+    markdown = args.out.with_suffix(".md")
+    markdown.write_text("\n".join(["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+                                  + ["| " + " | ".join(str(c) for c in row) + " |" for row in table]) + "\n")
+    print(f"wrote {markdown}")
 
 
 if __name__ == "__main__":
