@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import MANIFEST_NAME, load_manifest
+from .manifest import MANIFEST_NAME, describe_target_map, load_manifest
 from .sources import ModelSource
 
 
@@ -20,7 +20,8 @@ def describe_engine(directory: Path) -> str:
              f"  model      {m.model} ({', '.join(f'{k}={v}' for k, v in m.source.items())})",
              f"  input      {m.input_size[0]}x{m.input_size[1]} RGB in [0, 1], mean {list(m.mean)}, std {list(m.std)}, "
              f"original layout {m.layout}",
-             f"  target     {m.target_layer} -> activations {'x'.join(map(str, m.feature_shape))}",
+             f"  target     {m.target_layer} -> activations {'x'.join(map(str, m.feature_shape))}"
+             f"{describe_target_map(m.target_map)}",
              f"  classes    {m.num_classes}: {names}",
              "  files      " + ", ".join(sorted(m.files)),
              f"  exported   by unioncam-rt {m.unioncam_rt}, opset {m.opset}"]
@@ -28,15 +29,17 @@ def describe_engine(directory: Path) -> str:
 
 
 def describe(model: str, weights: str | None = None, input_size=None, layout: str | None = None) -> str:
-    """Candidate target layers of a model (4-D outputs, in execution order), the default
-    marked, or a summary of an engine directory."""
+    """Candidate target layers of a model (outputs that read as a map: 4-D, channels-last,
+    or transformer tokens; in execution order), the default marked, or a summary of an
+    engine directory."""
     if Path(model).is_dir() and (Path(model) / MANIFEST_NAME).is_file():
         return describe_engine(Path(model))
     source = ModelSource(model, weights, input_size=input_size, layout=layout)
     if source.kind == "onnx":
         return _describe_onnx(Path(model), source.input_size, layout)
     from .sources.conventions import conventional_target
-    from .sources.torch_source import DEFAULT_INPUT_SIZE, Normalize, list_layers, spatial_candidates
+    from .sources.torch_source import (DEFAULT_INPUT_SIZE, Normalize, layer_maps, list_layers, spatial_candidates,
+                                       unread_patch_layers)
     from .zoo.spec import MODELS
     from .zoo.torch_models import build_net
 
@@ -50,22 +53,31 @@ def describe(model: str, weights: str | None = None, input_size=None, layout: st
         classifier = load_torch_classifier(source)
         net, size, default = classifier.net, classifier.input_size, classifier.target_layer
     mean, std = source.resolved_mean_std()
-    layers = list_layers(net, size or DEFAULT_INPUT_SIZE, Normalize(mean, std))
-    spatial = set(spatial_candidates(layers))
+    size = size or DEFAULT_INPUT_SIZE
+    layers = list_layers(net, size, Normalize(mean, std))
+    maps = layer_maps(net, layers, size)
+    unread = unread_patch_layers(net, size, Normalize(mean, std), maps)
+    spatial = set(spatial_candidates(layers, maps)) - unread
     conventional = conventional_target(net)
+    modules = dict(net.named_modules())
     rows = []
     for name, shape, calls in layers:
-        if len(shape) != 4:
+        if name not in maps:
             continue
+        k, h, w = maps[name].feature_shape
         notes = [note for note, holds in (("default target", name == default),
                                           (f"conventional for {type(net).__name__}", name == conventional),
-                                          ("1 position: not a target", shape[2] * shape[3] <= 1),
+                                          ("1 position: not a target", h * w <= 1),
+                                          ("patch tokens unread (class token only): not a target", name in unread),
                                           (f"runs {calls} times: not a target", calls > 1)) if holds]
-        rows.append((name, type(dict(net.named_modules())[name]).__name__, "x".join(map(str, shape[1:])),
+        layout = maps[name].layout
+        if layout == "tokens":
+            layout = f"tokens ({maps[name].prefix_tokens} prefix)"
+        rows.append((name, type(modules[name]).__name__, "x".join(map(str, shape[1:])), layout, f"{k}x{h}x{w}",
                      ("<- " + ", ".join(notes)) if notes else ""))
-    lines = [f"{len(spatial)} candidate target modules of {model} (4-D outputs, in execution order; pass one as "
-             "--target-layer):"]
-    lines += ["  " + line for line in _table(rows, ("module", "type", "shape (K x h x w)", ""))]
+    lines = [f"{len(spatial)} candidate target modules of {model} (outputs that read as a feature map K x h x w: "
+             "4-D, channels-last or transformer tokens; in execution order; pass one as --target-layer):"]
+    lines += ["  " + line for line in _table(rows, ("module", "type", "output", "layout", "K x h x w", ""))]
     return "\n".join(lines)
 
 

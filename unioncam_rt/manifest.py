@@ -82,6 +82,25 @@ def _is_positive_int(value) -> bool:
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 LAYOUTS = ("nchw", "nhwc")
+TARGET_MAP_RANKS = {"nchw": 3, "nhwc": 3, "tokens": 2}  # layout -> rank of ``shape`` (batch excluded)
+
+
+def _is_target_map(value) -> bool:
+    """``{}`` (schema 2 before it was recorded), or ``{"layout", "shape"}`` plus, for
+    ``tokens``, ``prefix_tokens`` and ``grid`` with ``prefix_tokens + h * w == N``."""
+    if not isinstance(value, dict):
+        return False
+    if not value:
+        return True
+    layout, shape = value.get("layout"), value.get("shape")
+    if layout not in TARGET_MAP_RANKS or not _list_of(_is_positive_int, TARGET_MAP_RANKS[layout])(shape):
+        return False
+    if layout != "tokens":
+        return set(value) == {"layout", "shape"}
+    prefix, grid = value.get("prefix_tokens"), value.get("grid")
+    return (set(value) == {"layout", "shape", "prefix_tokens", "grid"} and _is_int(prefix) and prefix >= 0
+            and _list_of(_is_positive_int, 2)(grid) and prefix + grid[0] * grid[1] == shape[0])
+
 
 # field -> (accepts the JSON value, what is expected): every field of `Manifest`
 FIELD_RULES = {
@@ -104,8 +123,21 @@ FIELD_RULES = {
     "engines": (_dict_of(lambda v: isinstance(v, dict)), "an object of engine file name -> object"),
     "weights": (lambda v: isinstance(v, dict), "an object"),
     "scoring_bytes_per_image": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "target_map": (_is_target_map, "{} or {layout: nchw|nhwc|tokens, shape: [...]} (tokens: also prefix_tokens "
+                                   "and grid [h, w], prefix_tokens + h*w = N)"),
     "schema_version": (_is_int, "an integer"),
 }
+
+
+def describe_target_map(entry: dict) -> str:
+    """`` (from tokens 17x192: 1 prefix tokens dropped, 4x4 patch grid)`` for a ``target_map``
+    entry that is not NCHW; ``""`` otherwise."""
+    if not entry or entry.get("layout") == "nchw":
+        return ""
+    if entry["layout"] == "tokens":
+        return (f" (from tokens {'x'.join(map(str, entry['shape']))}: {entry['prefix_tokens']} prefix tokens dropped, "
+                f"{entry['grid'][0]}x{entry['grid'][1]} patch grid)")
+    return f" (from channels-last {'x'.join(map(str, entry['shape']))})"
 
 
 def _show(value, limit: int = 60) -> str:
@@ -198,6 +230,12 @@ class Manifest:
             once and hands it to both graphs.
         scoring_bytes_per_image: estimated activation bytes of the scoring graph per masked
             image (its largest node's inputs and outputs), for ``--max-memory``.
+        target_map: how the target's output was read as ``feature_shape`` (optional; ``{}``
+            in directories exported before it was recorded): ``layout`` (``nchw``, ``nhwc``
+            channels-last, or ``tokens`` ``[N, C]``), ``shape`` (the output without the batch
+            axis) and, for tokens, ``prefix_tokens`` (class, distillation, register tokens,
+            dropped) and ``grid`` ``[h, w]`` of the patch tokens. The graphs already output
+            ``[B, K, h, w]``: a runtime needs nothing of it.
     """
 
     model: str
@@ -218,6 +256,7 @@ class Manifest:
     engines: dict[str, dict] = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     scoring_bytes_per_image: int = 0
+    target_map: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

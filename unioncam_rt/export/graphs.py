@@ -2,11 +2,15 @@
 
 A *forward graph* (`ForwardGraph`) takes ``image`` ``[B, 3, H, W]`` (RGB in [0, 1];
 normalisation and any layout change are inside) and returns ``logits`` ``[B, C]`` and
-``activations`` ``[B, K, h, w]``. From it:
+``activations`` ``[B, K, h, w]`` (the target's output read as a map: channels-last and
+token outputs are mapped inside the graph, see `feature_map`). From it:
 
 * ``features`` = forward + class choice (``-1`` -> top-1, inside the graph) + the head's
-  backward (`backward.head_backward`): ``(image, class_index) -> (logits, activations,
-  gradients, resolved_class_index)``;
+  backward (`backward.head_backward`) with respect to the target tensor, read through the
+  same map: ``(image, class_index) -> (logits, activations, gradients, resolved_class_index)``.
+  Tensors of the head that do not depend on the target (a skip around it) are held at
+  their forward values, so ``gradients`` is the partial derivative autograd gives at the
+  hooked output;
 * ``scores`` = ``softmax(f(image[image_index] * up(masks)))[class_index]`` with ``up``
   bilinear, half-pixel centres, inside the graph.
 
@@ -22,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError
-from .backward import check_no_bypass, head_backward, head_nodes
+from ..sources.target_map import TargetMap
+from .backward import bypass_join, head_backward, head_nodes
+from .feature_map import emit_feature_map
 from .onnx_graph import Emitter, GraphReader, TensorProto, helper, onnx, run_onnx, tensor_info
 
 FEATURES_INPUTS = ("image", "class_index")
@@ -41,15 +47,22 @@ class ForwardGraph:
 
     Attributes:
         model: the ``ModelProto`` (weights inline or in external data beside ``directory``).
-        target: the tensor the head consumes (``activations`` itself, or its NHWC original).
-        target_layout: ``"nchw"``, or ``"nhwc"`` when ``activations`` is a transpose of it.
+        target: the tensor the head consumes and the backward differentiates (``activations``
+            itself, its NHWC original, or the copy of a torch module's output).
+        target_layout: ``"nchw"``, ``"nhwc"`` when ``activations`` is a transpose of it, or
+            ``"tokens"`` (see ``target_map``).
         input_size: (H, W).
         directory: where the model's external data lies (None: inline).
         shapes: static shapes of head tensors (``None`` for the batch axis), by `measure`.
         label: the target layer as the user named it (for messages).
         float_tensors: names of the floating-point tensors among them.
         constants: values of head inputs computed from constants alone (e.g. a Pad's
-            pads built by Concat/Cast nodes), measured with the shapes.
+            pads built by Concat/Cast nodes), or integer shape arithmetic that is the same at
+            batch 1 and 2, measured with the shapes.
+        target_map: how the target reads as ``activations`` (torch models; None: by
+            ``target_layout``, ``nchw`` or ``nhwc``).
+        bypass: where a path around the target joins the head (a node name), or None:
+            the gradient is then the partial derivative with that path held fixed.
     """
 
     model: "onnx.ModelProto"
@@ -61,6 +74,8 @@ class ForwardGraph:
     shapes: dict[str, tuple] = field(default_factory=dict)
     float_tensors: set[str] = field(default_factory=set)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
+    target_map: TargetMap | None = None
+    bypass: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -74,10 +89,10 @@ class ForwardGraph:
         """Run the graph at batch 1 and 2 and record every head tensor's shape and type.
 
         Raises a one-line error where the network rejects the input size, the output is
-        not ``[B, classes]``, the target is not 4-D, or the logits bypass the target.
+        not ``[B, classes]``, or ``activations`` is not 4-D.
         """
         reader = GraphReader(self.model.graph, self.directory)
-        check_no_bypass(reader, "image", self.target, "logits", self.label or self.target)
+        self.bypass = bypass_join(reader, "image", self.target, "logits")
         candidates, _ = head_nodes(reader, self.target, "logits", set(reader.producer) | {self.target})
         names = ["logits", "activations", self.target]
         for node in candidates:
@@ -97,9 +112,13 @@ class ForwardGraph:
                 raise UnionCamError(f"the network rejects input size {height}x{width} at batch {batch} "
                                     f"({first[:300]})") from None
         from_image = reader.reachable_from(["image"])
+        from_values = reader.reachable_from(["image"], values_only=True)
         for name in names:
             one, two = np.asarray(runs[0][name]), np.asarray(runs[1][name])
-            if name not in from_image:
+            if name not in from_image or (name not in from_values and one.dtype.kind in "iu"
+                                          and one.shape == two.shape and np.array_equal(one, two)):
+                # constants, and shape arithmetic that the batch size does not change (a Slice's
+                # ends from Shape(x)[1] in Swin's window padding)
                 self.constants[name] = one
             if one.ndim != two.ndim:
                 raise UnionCamError(f"tensor {name!r} changes rank with the batch size")
@@ -116,9 +135,8 @@ class ForwardGraph:
             raise UnionCamError(f"target {self.target!r} has shape {_show(self.shapes[self.target])}; it must be a "
                                 "4-D feature map [batch, K, h, w]")
         for name, shape in self.shapes.items():
-            if name in self.float_tensors and shape and shape[0] is not None and name != self.target:
-                if any(d is None for d in shape[1:]):
-                    raise UnionCamError(f"head tensor {name!r} {_show(shape)}: only the first axis may be the batch")
+            if name in self.float_tensors and sum(d is None for d in shape) > 1:
+                raise UnionCamError(f"head tensor {name!r} {_show(shape)}: only one axis may change with the batch")
 
 
 def _show(shape) -> str:
@@ -177,9 +195,12 @@ def features_graph(forward: ForwardGraph) -> "onnx.ModelProto":
     seed = emit.mask(emit.op("Equal", [emit.ints(np.arange(classes).reshape(1, classes)), chosen]))
     grad = head_backward(graph, forward.target, "logits", seed, forward.shapes, forward.float_tensors, emit,
                          forward.directory, forward.constants)
-    if forward.target_layout == "nhwc":
-        grad = emit.op("Transpose", [grad], perm=[0, 3, 1, 2])
-    emit.nodes.append(helper.make_node("Identity", [grad], ["gradients"], name="uc_f/gradients"))
+    if forward.target_map is not None:
+        emit_feature_map(emit, grad, forward.target_map, output="gradients")
+    else:
+        if forward.target_layout == "nhwc":
+            grad = emit.op("Transpose", [grad], perm=[0, 3, 1, 2])
+        emit.nodes.append(helper.make_node("Identity", [grad], ["gradients"], name="uc_f/gradients"))
     graph.node.extend(emit.nodes)
     graph.initializer.extend(emit.initializers)
     k, h, w = forward.feature_shape

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sources.target_map import plausible_grid as _plausible_spatial
 from .onnx_graph import GraphReader, attributes
 
 # Operators whose 4-D float outputs are NCHW by the ONNX specification.
@@ -58,14 +59,6 @@ class TargetTensor:
     def describe(self) -> str:
         k, h, w = self.khw
         return f"{self.name} ({self.op}, {'x'.join(map(str, self.shape[1:]))} {self.layout or '?'}: K={k}, {h}x{w})"
-
-
-def _plausible_spatial(h: int, w: int, input_size) -> bool:
-    """True where an ``h x w`` grid can be the input's ``H x W`` at one stride."""
-    height, width = input_size
-    if not (1 <= h <= height and 1 <= w <= width):
-        return False
-    return abs(height / h - width / w) <= 0.5 * max(height / h, width / w) / max(min(h, w), 1) + 1e-9
 
 
 def _guess_layout(shape, input_size) -> str:

@@ -94,8 +94,9 @@ def torch_parity(engine, torch_engine, images, classes, masks, image_index, mask
 
 def _head_model(forward):
     """The forward graph cut at the target: ``target -> logits``, and the trunk tensors
-    besides the target that the head reads (shapes only: `check_no_bypass` refused any
-    other path), which become inputs too."""
+    besides the target that the head reads (a skip around the target, or shapes), which
+    become inputs too: fed at their forward values, they are held fixed as the exported
+    gradient holds them (a partial derivative)."""
     from .onnx_graph import GraphReader, TensorProto, helper, onnx
 
     model = onnx.ModelProto()
@@ -146,7 +147,7 @@ def onnx_parity(directory: Path, engine, classifier, images, classes, tolerance:
     if forward.target_layout == "nhwc":
         grads = grads.transpose(0, 2, 3, 1)
     rng = np.random.default_rng(seed)
-    rows, analytic, plan = [], [], []
+    rows, analytic, plan, row_image = [], [], [], []
     for i, c in enumerate(got["resolved_class_index"]):
         a = target_acts[i].astype(np.float32)
         for _ in range(DIRECTIONS):
@@ -157,10 +158,14 @@ def onnx_parity(directory: Path, engine, classifier, images, classes, tolerance:
                 eps = step * max(float(np.abs(a).max()), 1e-3) / max(float(np.abs(v).max()), 1e-12)
                 plan.append((len(analytic) - 1, int(c), eps, len(rows)))
                 rows += [a + eps * v, a - eps * v]
+                row_image += [i, i]
     feeds = {forward.target: np.stack(rows).astype(np.float32)}
-    if shape_inputs:  # read for their shapes alone: the trunk's values at the rows' batch size
-        blank = np.zeros((len(rows), 3, *forward.input_size), np.float32)
-        feeds.update(run_onnx(forward.model, {"image": blank}, shape_inputs, directory))
+    if shape_inputs:  # the trunk's values for each row's image, at the rows' batch size
+        fed = images[row_image]
+        trunk = [name for name in shape_inputs if name != "image"]
+        feeds.update(run_onnx(forward.model, {"image": fed}, trunk, directory) if trunk else {})
+        if "image" in shape_inputs:
+            feeds["image"] = fed
     logits = run_onnx(head, feeds, ["logits"], directory)["logits"]
     errors = np.full(len(analytic), np.inf)
     for direction, c, eps, row in plan:

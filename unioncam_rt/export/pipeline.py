@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..compare import Comparison
 from ..errors import UnionCamError, require
 from ..fileio import UMASK, atomic_write_bytes
-from ..manifest import (FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, WEIGHTS_FILE, Manifest, load_manifest, sha256_file,
-                        trt_engine_name)
+from ..manifest import (FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, WEIGHTS_FILE, Manifest, describe_target_map,
+                        load_manifest, sha256_file, trt_engine_name)
+from ..progress import StepProgress
 from ..sources import ModelSource, check_labels
 
 
@@ -70,18 +71,29 @@ class ExportReport:
     parity: list[Comparison] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     manifest: Manifest | None = None
+    bypass: str | None = None
 
     def summary(self) -> str:
         m = self.manifest
         lines = [f"exported {m.model} ({m.source.get('kind')}) to {self.directory}",
                  f"  input {m.input_size[0]}x{m.input_size[1]} {m.layout}, target {m.target_layer} "
-                 f"{'x'.join(map(str, m.feature_shape))}, {m.num_classes} classes"]
+                 f"{'x'.join(map(str, m.feature_shape))}{describe_target_map(m.target_map)}, {m.num_classes} classes"]
+        if self.bypass:
+            lines.append(f"  a path around the target joins the head at {self.bypass}: gradients are the partial "
+                         "derivative with it held at its forward value (as autograd at the target's output)")
         lines += [f"  {name:28s} {_size(size):>10s}" for name, size in self.files.items()]
         if self.parity:
             lines.append("  parity of the engine as the runtime opens it (CPU, fp32) vs the reference:")
             lines += [f"    {c}" for c in self.parity]
         lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return "\n".join(lines)
+
+
+def _target_map_entry(forward) -> dict:
+    """The manifest's ``target_map``: the torch target's reading, or an ONNX target's layout."""
+    if forward.target_map is not None:
+        return forward.target_map.manifest_entry()
+    return {"layout": forward.target_layout, "shape": [int(d) for d in forward.shapes[forward.target][1:]]}
 
 
 def _size(nbytes: int) -> str:
@@ -196,8 +208,6 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
             unsupported head operator, a parity failure, TensorRT errors. Nothing is left at
             ``config.out`` (an earlier export there stays as it was).
     """
-    from tqdm.auto import tqdm
-
     from .parity import black_probs, open_engine
 
     source = config.source()
@@ -217,11 +227,11 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     report = ExportReport(directory=out)
     steps = ["model", "graphs", "black image", "parity"] + (["tensorrt"] if config.tensorrt else [])
-    bar = tqdm(total=len(steps), desc=f"export {source.name}", unit="step", disable=None if progress else True)
+    bar = StepProgress(len(steps), f"export {source.name}", enabled=progress)
 
     def step(name, started):
         report.seconds[name] = time.perf_counter() - started
-        bar.update(1)
+        bar.step(name, report.seconds[name])
         return time.perf_counter()
 
     try:
@@ -240,7 +250,7 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
             layout=layout, target_layer=classifier.target_layer, feature_shape=forward.feature_shape,
             class_names=list(classes), black_probs=[1.0 / len(classes)] * len(classes), opset=_opset(forward),
             versions=_versions(), files=files, unioncam_rt=__version__, engines={}, weights=weights_index,
-            scoring_bytes_per_image=per_image,
+            scoring_bytes_per_image=per_image, target_map=_target_map_entry(forward),
         )
         # the directory is opened from here on exactly as the runtime will open it
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
@@ -260,6 +270,7 @@ def export_model(config: ExportConfig, progress: bool = False) -> ExportReport:
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
         report.files = {name: (staging / name).stat().st_size for name in [*manifest.files, MANIFEST_NAME]}
         report.manifest = manifest
+        report.bypass = forward.bypass
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,9 +1,13 @@
 """``OnnxFromTorch``: a torch classifier's forward graph, ``image -> (logits, activations)``.
 
 The whole network (normalisation included) is traced once with torch's TorchScript ONNX
-exporter; the target module's output becomes the ``activations`` output through a
-forward hook, so any ``forward`` code works. The head's backward is then built over this
-graph (`unioncam_rt.export.backward`), the same way for torch and ONNX models.
+exporter; the target module's output is caught by a forward hook, so any ``forward`` code
+works. The rest of the network reads it through a ``TargetCopy`` marker (see
+`unioncam_rt.sources.torch_source.TargetCopy`), which becomes an ``Identity`` whose output
+is the tensor the head's backward differentiates (`unioncam_rt.export.backward`): what
+autograd gives at the hooked output, even inside a residual block. The output itself,
+read as ``[B, K, h, w]`` (`feature_map`: channels-last and token outputs too), is the
+graph's ``activations``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import warnings
 from contextlib import contextmanager
 
 from ..errors import UnionCamError, require
+from .feature_map import emit_feature_map
 from .graphs import ForwardGraph
+from .onnx_graph import Emitter, model_opset, rename_tensor
 
 torch = require("torch", "export")
 onnx = require("onnx", "export")
@@ -74,6 +80,23 @@ def exportable_adaptive_pools(classifier):
             del module.forward
 
 
+@contextmanager
+def without_attention_fast_path():
+    """Within the block, ``nn.MultiheadAttention`` runs its composite form: without
+    gradients it would run the fused ``_native_multi_head_attention`` (torchvision's ViT),
+    which the ONNX exporter does not translate."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
+
+
 class _WithActivations(torch.nn.Module):
     def __init__(self, classifier):
         super().__init__()
@@ -92,7 +115,8 @@ def forward_graph_from_torch(classifier, opset: int = 17) -> ForwardGraph:
     buffer = io.BytesIO()
     module = _WithActivations(classifier).eval()
     # Without grad, max_pool2d traces as MaxPool with one output (no Indices).
-    with warnings.catch_warnings(), torch.no_grad(), exportable_adaptive_pools(classifier):
+    with warnings.catch_warnings(), torch.no_grad(), exportable_adaptive_pools(classifier), \
+            without_attention_fast_path():
         warnings.simplefilter("ignore")  # tracer warnings about static shapes are expected here
         try:
             torch.onnx.export(
@@ -106,5 +130,38 @@ def forward_graph_from_torch(classifier, opset: int = 17) -> ForwardGraph:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnionCamError(f"torch could not export {classifier.name} to ONNX ({type(exc).__name__}: {first[:300]})") from None
     model = onnx.load_from_string(buffer.getvalue())
-    return ForwardGraph(model, target="activations", target_layout="nchw", input_size=(height, width),
-                        label=classifier.target_layer)
+    target = _unmark_target(model)
+    target_map = classifier.target_map
+    if target_map is not None and target_map.layout != "nchw":
+        rename_tensor(model.graph, "activations", TARGET_OUTPUT)
+        for value in model.graph.output:
+            if value.name == TARGET_OUTPUT:
+                value.CopyFrom(onnx.helper.make_tensor_value_info("activations", onnx.TensorProto.FLOAT, None))
+        emit = Emitter(model_opset(model), prefix="uc_t/")
+        emit_feature_map(emit, TARGET_OUTPUT, target_map, output="activations")
+        model.graph.node.extend(emit.nodes)
+        model.graph.initializer.extend(emit.initializers)
+    return ForwardGraph(model, target=target, target_layout=target_map.layout if target_map else "nchw",
+                        input_size=(height, width), label=classifier.target_layer, target_map=target_map)
+
+
+TARGET_OUTPUT = "uc_t/target_output"  # the hooked output where it is not already [B, K, h, w]
+MARKER = ("unioncam", "TargetCopy")
+
+
+def _unmark_target(model) -> str:
+    """Turn the one ``TargetCopy`` marker into an ``Identity``; returns its output (the tensor
+    the rest of the network reads the target through)."""
+    markers = [n for n in model.graph.node if (n.domain, n.op_type) == MARKER]
+    if len(markers) != 1:
+        raise UnionCamError(f"the traced graph holds {len(markers)} copies of the target's output, not 1; choose a "
+                            "module that runs exactly once")
+    node = markers[0]
+    node.op_type, node.domain = "Identity", ""
+    del node.attribute[:]
+    for entry in list(model.opset_import):
+        if entry.domain == MARKER[0]:
+            model.opset_import.remove(entry)
+    if node.input[0] != "activations":  # the exporter names the hooked output after the graph output
+        raise UnionCamError(f"the traced graph reads the target through {node.input[0]!r}, not its output")
+    return node.output[0]

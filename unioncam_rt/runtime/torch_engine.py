@@ -27,7 +27,9 @@ class TorchEngine:
 
     Activations are the target module's output (a forward hook); gradients are
     ``d logit[c] / d A`` from autograd, with ``A`` made a leaf so nothing before it is
-    differentiated.
+    differentiated and a skip around the target is held at its forward value (the partial
+    derivative). Both are read as ``[B, K, h, w]`` through the classifier's ``target_map``
+    (channels-last and token outputs; see `unioncam_rt.sources.target_map`).
 
     Args:
         classifier: the torch classifier (any ``forward`` code).
@@ -63,7 +65,7 @@ class TorchEngine:
         with torch.inference_mode():
             probe = torch.zeros(1, 3, *self.input_size, device=self.device)
             _, acts = self.classifier.logits_and_activations(probe)
-            self.feature_shape = tuple(int(d) for d in acts.shape[1:])
+            self.feature_shape = tuple(int(d) for d in self.classifier.feature_map(acts).shape[1:])
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.precision == "fp16" else nullcontext()
@@ -83,10 +85,11 @@ class TorchEngine:
             resolved = torch.where(wanted < 0, logits.argmax(dim=1), wanted)
             selected = logits.float().gather(1, resolved[:, None]).sum()
             (grads,) = torch.autograd.grad(selected, acts)
+        to_map = self.classifier.feature_map
         return FeatureBatch(
             logits=logits.detach().float().cpu().numpy(),
-            activations=acts.detach().float().cpu().numpy(),
-            gradients=grads.float().cpu().numpy(),
+            activations=to_map(acts.detach()).float().cpu().numpy(),
+            gradients=to_map(grads).float().cpu().numpy(),
             class_index=resolved.cpu().numpy().astype(np.int64),
         )
 

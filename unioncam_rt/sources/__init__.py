@@ -28,6 +28,7 @@ from ..manifest import sha256_file
 from ..zoo.spec import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
 LAYOUTS = ("nchw", "nhwc")
+TARGET_LAYOUTS = ("nchw", "nhwc", "tokens")
 
 
 def source_kind(model: Any) -> str:
@@ -159,8 +160,10 @@ class ModelSource:
         mean, std: per-channel normalisation of [0, 1] RGB, put inside the exported graph.
             Default: the zoo model's; ImageNet's for other models.
         layout: ONNX input layout ``nchw`` or ``nhwc`` (default: detected from the input).
-        target_layout: layout of the ONNX target tensor, ``nchw`` or ``nhwc`` (default:
-            inferred from the graph, see `unioncam_rt.export.onnx_targets`).
+        target_layout: layout of the target's output: ``nchw`` or ``nhwc``, or ``tokens``
+            (torch models: a transformer's ``[B, N, C]``). Default: inferred (ONNX: from the
+            graph, see `unioncam_rt.export.onnx_targets`; torch: from the output's shape, see
+            `unioncam_rt.sources.target_map`).
     """
 
     model: Any
@@ -180,10 +183,14 @@ class ModelSource:
         kind = self.kind
         if self.layout is not None and self.layout not in LAYOUTS:
             raise UnionCamError(f"--layout {self.layout!r} unknown; available: {', '.join(LAYOUTS)}")
-        if self.target_layout is not None and self.target_layout not in LAYOUTS:
-            raise UnionCamError(f"--target-layout {self.target_layout!r} unknown; available: {', '.join(LAYOUTS)}")
-        if kind != "onnx" and (self.layout not in (None, "nchw") or self.target_layout not in (None, "nchw")):
-            raise UnionCamError("--layout / --target-layout apply to ONNX models; torch models take NCHW")
+        if self.target_layout is not None and self.target_layout not in TARGET_LAYOUTS:
+            raise UnionCamError(f"--target-layout {self.target_layout!r} unknown; available: "
+                                f"{', '.join(TARGET_LAYOUTS)}")
+        if kind != "onnx" and self.layout not in (None, "nchw"):
+            raise UnionCamError("--layout applies to ONNX models; torch models take NCHW")
+        if kind == "onnx" and self.target_layout == "tokens":
+            raise UnionCamError("--target-layout tokens applies to torch models; for an ONNX file choose a 4-D target "
+                                "tensor (nchw or nhwc), e.g. the patch grid after a Reshape")
         if kind == "onnx" and self.weights is not None:
             raise UnionCamError("--weights does not apply to an ONNX model: its weights are in the file")
         if kind == "onnx" and not Path(self.model).is_file():

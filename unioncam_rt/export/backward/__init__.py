@@ -153,26 +153,33 @@ def head_nodes(reader: GraphReader, activations: str, logits: str, float_tensors
     return nodes, dependent
 
 
-def check_no_bypass(reader: GraphReader, image: str, activations: str, logits: str, label: str | None = None) -> None:
-    """Refuse a graph whose logits depend on the input's values other than through the
-    activations (a path through ``Shape``/``Size`` carries no values and is allowed)."""
-    around = reader.reachable_from([image], blocked=[activations], values_only=True)
-    if logits in around:
-        needed = reader.ancestors(logits)
-        from_activations = reader.reachable_from([activations], values_only=True)
-        via = [n for n in reader.graph.node
-               if any(i in around and i in needed and not reader.is_constant(i) for i in n.input)
-               and any(i in from_activations for i in n.input)]
-        culprit = via[0] if via else None
-        where = f" (at node {culprit.name or culprit.output[0]!r}, {culprit.op_type})" if culprit is not None else ""
-        raise UnionCamError(
-            f"the logits depend on the input through a path that bypasses the target layer {label or activations!r}{where}: "
-            "a skip connection around it; choose a target layer after the skip joins (e.g. the block's output)")
+def bypass_join(reader: GraphReader, image: str, activations: str, logits: str) -> str | None:
+    """Where the logits' dependence on the input's values other than through the
+    activations (a skip around a target inside a residual block) joins the head: the first
+    node reading both, by name; None where there is no such path (a path through
+    ``Shape``/``Size`` carries no values and does not count).
+
+    Such a path is not refused: `head_backward` differentiates only tensors that depend on
+    the activations, so the tensors on the path are held at their forward values and the
+    gradient is the partial derivative ``d logits / d A`` that autograd gives at a leaf ``A``.
+    """
+    around = reader.reachable_from([image], blocked=[activations], values_only=True) - {activations}
+    if logits not in around:
+        return None
+    needed = reader.ancestors(logits)
+    from_activations = reader.reachable_from([activations], values_only=True)
+    for node in reader.graph.node:
+        if (any(i in around and i in needed and not reader.is_constant(i) for i in node.input)
+                and any(i in from_activations for i in node.input)):
+            return node.name or node.output[0]
+    return logits
 
 
 def head_backward(graph, activations: str, logits: str, seed: str, shapes: dict[str, tuple],
                   float_tensors: set[str], emit: Emitter, directory=None, constants=None) -> str:
-    """Append to ``emit`` the nodes computing ``d sum(seed * logits) / d activations``.
+    """Append to ``emit`` the nodes computing ``d sum(seed * logits) / d activations``, the
+    partial derivative: head tensors that do not depend on ``activations`` (a skip around
+    it) are read at their forward values, as constants.
 
     Args:
         graph: the forward graph (read only).
@@ -223,4 +230,4 @@ def head_backward(graph, activations: str, logits: str, seed: str, shapes: dict[
     return result
 
 
-__all__ = ["RULES", "UnsupportedOpError", "check_no_bypass", "head_backward", "head_nodes", "linear_operator_matrix"]
+__all__ = ["RULES", "UnsupportedOpError", "bypass_join", "head_backward", "head_nodes", "linear_operator_matrix"]

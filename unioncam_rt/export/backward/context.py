@@ -91,5 +91,5 @@ def reduce_to(ctx: Context, grad: str, grad_shape: tuple, shape: tuple) -> str:
     if axes:
         grad = ctx.emit.reduce("ReduceSum", grad, axes, keepdims=True)
     if lead:
-        grad = ctx.emit.op("Reshape", [grad, ctx.emit.ints([0 if d is None else d for d in shape])])
+        grad = ctx.emit.op("Reshape", [grad, ctx.emit.ints([-1 if d is None else d for d in shape])])
     return grad

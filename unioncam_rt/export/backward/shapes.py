@@ -105,15 +105,30 @@ def pad_rule(ctx: Context, node, grads):
     return {x: ctx.emit.slice(grads[0], starts, ends, sliced) if sliced else grads[0]}
 
 
+ONE_HOT_LIMIT = 1 << 20  # entries of a Gather's one-hot backward matrix (4 MiB)
+
+
 def gather_rule(ctx: Context, node, grads):
     """``Gather(data, indices, axis)``: the gradient of ``data`` is zeros with each gathered
-    slice's gradient added back at its index (``ScatterElements``, reduction ``add``, so
-    repeated indices sum). Indices may be computed (e.g. from ``Shape``: torch's dynamo
-    exporter writes ``as_strided`` as a Gather of ``Range`` arithmetic); needs opset 16."""
+    slice's gradient added back at its index.
+
+    Constant indices (a ViT's class token ``x[:, 0]``) with a one-hot matrix of at most
+    `ONE_HOT_LIMIT` entries: one ``MatMul`` with ``M[j, i] = 1`` where ``indices[j] == i``
+    along the axis moved last, so repeated indices sum (`_gather_one_hot`; standard for
+    TensorRT, which runs ``ScatterElements`` without reduction only). Other indices (e.g.
+    from ``Shape``: torch's dynamo exporter writes ``as_strided`` as a Gather of ``Range``
+    arithmetic): ``ScatterElements`` with reduction ``add``, which needs opset 16."""
     data, indices = node.input[0], node.input[1]
     if not ctx.needs(data):
         return {}
     e = ctx.emit
+    known = ctx.constants.get(indices)
+    if known is None:
+        known = ctx.reader.constant(indices)
+    shape = ctx.shape(data)
+    size = shape[rank_axis(attributes(node).get("axis", 0), len(shape))]
+    if known is not None and size is not None and np.size(known) * size <= ONE_HOT_LIMIT:
+        return {data: _gather_one_hot(ctx, node, grads[0], np.asarray(known))}
     if e.opset < 16:
         fail(node, "its backward (ScatterElements with reduction) needs opset 16 or later; upgrade the model's opset")
     rank = len(ctx.shape(data))
@@ -130,3 +145,27 @@ def gather_rule(ctx: Context, node, grads):
     spread = e.op("Expand", [e.op("Reshape", [flat, e.ints(index_shape)]), grad_shape])
     zeros = e.op("ConstantOfShape", [data_shape], value=numpy_helper.from_array(np.zeros(1, np.float32)))
     return {data: e.op("ScatterElements", [zeros, spread, grad], axis=axis, reduction="add")}
+
+
+def _gather_one_hot(ctx: Context, node, grad: str, indices: np.ndarray) -> str:
+    """The gradient of a Gather with constant ``indices`` along a static axis of size
+    ``d``: ``g`` with the index axes flattened to ``n`` and moved last, times the one-hot
+    ``[n, d]`` matrix, moved back: ``dx[..., i, ...] = sum_{j: indices[j] = i} g[..., j, ...]``."""
+    e = ctx.emit
+    data = node.input[0]
+    shape = ctx.shape(data)
+    rank = len(shape)
+    axis = rank_axis(attributes(node).get("axis", 0), rank)
+    size = int(shape[axis])
+    flat = indices.reshape(-1).astype(np.int64)
+    flat = np.where(flat < 0, flat + size, flat)
+    one_hot = np.zeros((len(flat), size), np.float32)
+    np.add.at(one_hot, (np.arange(len(flat)), flat), 1.0)
+    # g: data's axes before `axis`, then indices' axes, then data's axes after `axis`
+    dims = [-1 if d is None else int(d) for d in shape]
+    g = e.op("Reshape", [grad, e.ints(dims[:axis] + [len(flat)] + dims[axis + 1:])])
+    last = list(range(axis)) + list(range(axis + 1, rank)) + [axis]
+    moved = e.op("Transpose", [g], perm=last) if axis != rank - 1 else g
+    spread = e.op("MatMul", [moved, e.const(one_hot, hint="gather_one_hot")])
+    back = [int(i) for i in np.argsort(last)]
+    return e.op("Transpose", [spread], perm=back) if axis != rank - 1 else spread
