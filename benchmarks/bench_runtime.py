@@ -8,7 +8,10 @@ images and machine, in one run:
   (masked passes run) x (per-image time of one batched pass of the same scoring session).
 * ``openvino`` - exact fp32 (``INFERENCE_PRECISION_HINT=f32``), OpenVINO; ``openvino-bf16``.
 * ``budget`` - ONNX Runtime fp32 with ``--budget`` (default 128 channels).
-* ``fast`` - the ``--fast`` preset (its backend, precision and budget are printed).
+* ``fast`` - the ``--fast`` preset (its backend, precision and budget are printed);
+  ``fast-without-ties`` - the same without its tie rule (near ties not explained again);
+  ``fast-one-stream`` - ``fast-without-ties`` with OpenVINO's masked scoring on one stream of
+  two threads (the configuration before 0.2.2) instead of two streams of one thread.
 * ``int8`` - the static INT8 scoring graph (calibrated on other photos).
 * ``torch`` - the PyTorch reference backend (autograd).
 * ``gradcam-scorecam`` - pytorch-grad-cam's ScoreCAM on the same torch model (not UnionCAM:
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dev_images, machine, median, peak_rss_mib, print_table, run_worker, write_json  # noqa: E402
 
-MODES = ("onnxruntime", "openvino", "openvino-bf16", "budget", "fast", "int8", "torch", "gradcam-scorecam")
+MODES = ("onnxruntime", "openvino", "openvino-bf16", "budget", "fast", "fast-without-ties", "fast-one-stream", "int8",
+         "torch", "gradcam-scorecam")
 DEFAULT_MODES = "onnxruntime,openvino,openvino-bf16,budget,fast,gradcam-scorecam"
 
 
@@ -56,6 +62,16 @@ def time_pass(engine, batch_size: int, repeats: int = 3) -> float:
         engine.masked_probs(image, masks, zeros, zeros)
         times.append((time.perf_counter() - started) / batch_size)
     return median(times)
+
+
+def one_stream_scoring(engine) -> None:
+    """Swap an OpenVINO engine's masked-scoring sessions for one-stream ones (latency hint)."""
+    from unioncam_rt.runtime.openvino_session import OpenVinoSession
+
+    path = engine.scores_session.path
+    engine.scores_session = OpenVinoSession(path, engine.scores_session.precision, streams=1)
+    if engine.decision_session is not None:
+        engine.decision_session = OpenVinoSession(path, "fp32", streams=1)
 
 
 def worker(args) -> dict:
@@ -93,8 +109,10 @@ def worker(args) -> dict:
             "openvino-bf16": ("openvino", "bf16", None), "budget": ("onnxruntime", "fp32", args.budget),
             "int8": ("onnxruntime", "int8", None), "torch": ("torch", "fp32", None),
         }.get(args.worker, (None, None, None))
-        if args.worker == "fast":
+        if args.worker in ("fast", "fast-without-ties", "fast-one-stream"):
             mode = resolve_mode(None, None, None, fast=True)
+            if args.worker != "fast":
+                mode = replace(mode, budget=replace(mode.budget, ties=None))
             backend, precision, budget = mode.backend, mode.precision, mode.budget
             record["fast"] = mode.describe()
         if backend == "torch":
@@ -102,6 +120,8 @@ def worker(args) -> dict:
         else:
             explainer = Explainer(engine_dir=args.engine, backend=backend, precision=precision,
                                   batch_size=args.batch_size, budget=budget)
+            if args.worker == "fast-one-stream":
+                one_stream_scoring(explainer.engine)
             record["pass_s"] = time_pass(explainer.engine, args.batch_size or 16)
         explainer.explain(images[0])  # warm-up (not timed)
         for path in images:
@@ -112,6 +132,7 @@ def worker(args) -> dict:
             record["branches"].append(result.branch)
             np.save(maps_dir / f"{path.stem}.npy", result.cam)
     record["peak_rss_mib"] = peak_rss_mib()
+    record["loadavg_end"] = os.getloadavg()
     return record
 
 
@@ -164,7 +185,9 @@ def main() -> None:
             if args.weights:
                 common += ["--weights", args.weights]
             try:
+                load = os.getloadavg()
                 records[mode] = run_worker(Path(__file__), common + [a for p in images for a in ("--image", str(p))])
+                records[mode]["loadavg_start"] = load
             except RuntimeError as error:  # one mode failing (e.g. a missing optional tool) keeps the others
                 print(f"mode {mode} failed, left out of the table:\n{error}", file=sys.stderr)
                 continue
@@ -175,7 +198,8 @@ def main() -> None:
     for mode, rec in records.items():
         per_image = median(rec["per_image_s"])
         entry = {"median_s_per_image": per_image, "per_image_s": rec["per_image_s"], "masked_passes": rec["passes"],
-                 "peak_rss_mib": rec["peak_rss_mib"], "branches": rec["branches"], "fast": rec.get("fast")}
+                 "peak_rss_mib": rec["peak_rss_mib"], "branches": rec["branches"], "fast": rec.get("fast"),
+                 "loadavg_start": rec["loadavg_start"], "loadavg_end": rec["loadavg_end"]}
         floor = ratio = None
         if "pass_s" in rec:
             floors = [n * rec["pass_s"] for n in rec["passes"]]
@@ -199,6 +223,8 @@ def main() -> None:
     print(f"\nUnionCAM per image, {args.model} (weights {args.weights or 'pretrained'}), {len(images)} photos, "
           f"batch {args.batch_size or 'default'}, budget mode {args.budget}; export {export_s:.1f}s"
           + (f", int8 calibration {quantize_s:.1f}s" if quantize_s else ""))
+    loads = ", ".join(f"{mode} {rec['loadavg_start'][0]:.2f}" for mode, rec in records.items())
+    print(f"load average (1 min) at each mode's start: {loads}")
     print_table(["mode", "median s/img", "passes", "floor s/img", "ratio to floor", "x vs ORT fp32",
                  "peak RSS MiB", "Pearson vs exact (median)", "Pearson min", "branch agree"], rows)
     write_json(args.out / f"runtime-{args.model}.json", {

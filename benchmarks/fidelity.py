@@ -3,9 +3,12 @@ development photos: Pearson of the maps (mean, min), branch agreement, and the p
 metrics (Average Drop / Increase, Insertion / Deletion) with their deltas from exact.
 
 A mode is ``backend:precision:budget``, e.g. ``openvino:bf16:0`` (bf16, exact channels),
-``onnxruntime:fp32:cover0.85/energy``, ``fast`` (the ``--fast`` preset) or ``onnxruntime:int8:0`` (after
-``unioncam-rt quantize`` on photos outside the evaluated range). Metrics are computed
-with the exact fp32 engine for every mode, so only the maps differ.
+``onnxruntime:fp32:cover0.85/energy``, ``fast`` (the ``--fast`` preset, near ties decided
+again), ``fast-without-ties`` (the preset's backend and budget without its tie rule) or
+``onnxruntime:int8:0`` (after ``unioncam-rt quantize`` on photos outside the evaluated
+range). Metrics are computed with the exact fp32 engine for every mode, so only the maps
+differ. Per mode: seconds per photo (median, mean), masked passes, and how many photos were
+explained again exactly as near ties (``ties``).
 
 Usage::
 
@@ -15,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -27,17 +31,21 @@ from common import dev_images, machine, median, print_table, write_json  # noqa:
 
 
 def mode_settings(mode: str):
+    from dataclasses import replace
+
     from unioncam_rt.presets import resolve_mode
 
-    if mode == "fast":
+    if mode in ("fast", "fast-without-ties"):
         chosen = resolve_mode(None, None, None, fast=True)
+        if mode == "fast-without-ties":
+            chosen = replace(chosen, budget=replace(chosen.budget, ties=None))
         return chosen.backend, chosen.precision, chosen.budget, chosen.describe()
     backend, precision, budget = mode.split(":", 2)
     return backend, precision, budget, mode
 
 
 def explain_all(explainer, loaded) -> dict:
-    out = {"cams": [], "branches": [], "classes": [], "passes": [], "seconds": []}
+    out = {"cams": [], "branches": [], "classes": [], "passes": [], "seconds": [], "rechecked": []}
     for image in loaded:
         started = time.perf_counter()
         result = explainer.explain_loaded([image], [-1])[0]
@@ -46,6 +54,7 @@ def explain_all(explainer, loaded) -> dict:
         out["branches"].append(result.branch)
         out["classes"].append(result.class_index)
         out["passes"].append(result.masked_passes)
+        out["rechecked"].append(result.union.rechecked if result.union else None)
     return out
 
 
@@ -111,7 +120,13 @@ def main() -> None:
                      "photos_below_0.99": int(sum(p < 0.99 for p in pearsons)),
                      "branch_agreement": float(np.mean([a == b for a, b in zip(run["branches"], runs["exact"]["branches"])])),
                      "class_agreement": float(np.mean([a == b for a, b in zip(run["classes"], runs["exact"]["classes"])])),
-                     "median_s": median(run["seconds"]), "mean_passes": float(np.mean(run["passes"]))}
+                     "median_s": median(run["seconds"]), "mean_s": float(np.mean(run["seconds"])),
+                     "mean_passes": float(np.mean(run["passes"])),
+                     "rechecked": sum(r is not None for r in run["rechecked"]),
+                     "photos": [{"image": p.name, "pearson": c, "branch": b, "exact_branch": e, "passes": n,
+                                 "seconds": t, "rechecked": r}
+                                for p, c, b, e, n, t, r in zip(paths, pearsons, run["branches"], runs["exact"]["branches"],
+                                                               run["passes"], run["seconds"], run["rechecked"])]}
             for key in rows[0]:
                 entry[key] = float(np.mean([r[key] for r in rows]))
             results[name] = entry
@@ -119,17 +134,20 @@ def main() -> None:
     keys = ["avg_drop", "avg_increase"] + (["insertion", "deletion"] if args.curves else [])
     table = []
     for name, entry in results.items():
-        table.append([entry["label"], f"{entry['median_s']:.3f}", f"{entry['mean_passes']:.0f}",
+        table.append([entry["label"], f"{entry['median_s']:.3f}", f"{entry['mean_s']:.3f}", f"{entry['mean_passes']:.0f}",
+                      entry["rechecked"],
                       f"{entry['pearson_mean']:.4f}", f"{entry['pearson_min']:.4f}", entry["photos_below_0.99"],
                       f"{entry['branch_agreement'] * 100:.1f}%"]
                      + [f"{entry[k]:.4g} ({entry[k] - base[k]:+.3g})" for k in keys])
     print(f"\nfidelity vs exact ONNX Runtime fp32, {args.model} ({args.weights or 'pretrained'}), {len(paths)} photos "
           f"(rows {args.start}-{args.start + len(paths) - 1}); metrics through the exact engine")
-    print_table(["mode", "median s/img", "passes", "Pearson mean", "Pearson min", "< 0.99", "same branch",
+    print(f"load average at the end: {os.getloadavg()}")
+    print_table(["mode", "median s/img", "mean s/img", "passes", "ties", "Pearson mean", "Pearson min", "< 0.99", "same branch",
                  *["AD", "AI", "Insertion", "Deletion"][:len(keys)]], table)
     name = f"fidelity-{args.model}" + ("" if args.weights is None else f"-{args.weights.replace(':', '')}")
     write_json(args.out / f"{name}.json", {"model": args.model, "weights": args.weights or "pretrained",
-                                           "images": [p.name for p in paths], "machine": machine(), "modes": results})
+                                           "images": [p.name for p in paths], "machine": machine(),
+                                           "loadavg_end": os.getloadavg(), "modes": results})
 
 
 if __name__ == "__main__":

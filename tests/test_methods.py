@@ -142,3 +142,84 @@ def test_the_device_chunking_path_changes_nothing(tiny_images):
         assert a.branch == b.branch and a.masked_passes == b.masked_passes
         np.testing.assert_allclose(a.cam, b.cam, atol=1e-5)
     assert calls and set(calls) == {5}  # every chunk padded to the fixed shape
+
+
+class _ReducedScores:
+    """An engine whose channel passes are off by a few percent (like bf16) and whose
+    map scores, the decision engine, are exact (like the fp32 twin of --fast)."""
+
+    def __init__(self, exact, error: float = 0.03):
+        self.exact, self.error = exact, error
+        self.decision_engine = exact
+
+    def masked_probs(self, images, masks, image_index, class_index):
+        probs = self.exact.masked_probs(images, masks, image_index, class_index)
+        return probs * (1 + self.error * np.cos(np.arange(len(probs))))
+
+    def __getattr__(self, name):
+        return getattr(self.exact, name)
+
+
+def test_near_ties_are_explained_again_exactly(tiny_engine, tiny_images):
+    from unioncam_rt.method.budget import Budget, TieRule
+
+    exact = run(tiny_engine, tiny_images, "unioncam")[0]
+    budget = Budget(channels=4, rule="energy")
+    plain = run(tiny_engine, tiny_images, "unioncam", budget=budget)[0]
+    assert any(np.abs(p.region_map - e.region_map).max() > 1e-3 for p, e in zip(plain.union, exact.union))
+    never = run(tiny_engine, tiny_images, "unioncam", budget=Budget(4, rule="energy", ties=TieRule(0.0)))[0]
+    np.testing.assert_array_equal(never.maps, plain.maps)
+    assert all(p.rechecked is None for p in never.union)
+    always, _, _, ctx = run(tiny_engine, tiny_images, "unioncam", budget=Budget(4, rule="energy", ties=TieRule(10.0)))
+    for got, want in zip(always.union, exact.union):
+        assert got.rechecked == "exact" and got.branch == want.branch
+        assert got.beta_fused == pytest.approx(want.beta_fused, abs=1e-6)
+        np.testing.assert_allclose(got.region_map, want.region_map, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(always.maps, exact.maps, rtol=1e-6, atol=1e-9)
+    acts = ctx.features.activations
+    live = (acts.max(axis=(2, 3)) != acts.min(axis=(2, 3))).sum(1)
+    assert (ctx.counter.per_image <= live + 6).all()  # fp32 engine: the budget's channels are not scored twice
+
+
+def test_one_near_tie_is_explained_again_alone(tiny_engine, tiny_images):
+    from unioncam_rt.method.budget import Budget, TieRule
+
+    plain = run(tiny_engine, tiny_images, "unioncam", budget=Budget(4, rule="energy"))[0]
+    gaps = np.array([abs(p.beta_fused - p.beta_region) for p in plain.union])
+    closest = int(np.argmin(gaps))
+    margin = float(np.sort(gaps)[:2].mean())  # between the closest and the next
+    ruled = run(tiny_engine, tiny_images, "unioncam", budget=Budget(4, rule="energy", ties=TieRule(margin)))[0]
+    exact = run(tiny_engine, tiny_images[closest:closest + 1], "unioncam")[0]
+    for i, (got, want) in enumerate(zip(ruled.union, plain.union)):
+        if i == closest:
+            assert got.rechecked == "exact"
+            np.testing.assert_allclose(ruled.maps[i], exact.maps[0], rtol=1e-5, atol=1e-7)  # batched apart
+        else:
+            assert got.rechecked is None
+            np.testing.assert_array_equal(ruled.maps[i], plain.maps[i])
+
+
+def test_reduced_precision_ties_are_explained_again_in_fp32(tiny_engine, tiny_images):
+    from unioncam_rt.method.budget import Budget, TieRule
+
+    reduced = _ReducedScores(tiny_engine)
+    exact = run(tiny_engine, tiny_images, "unioncam")[0]
+    rough = run(reduced, tiny_images, "unioncam")[0]  # every channel in reduced precision: not exact
+    assert max(np.abs(a.region_map - b.region_map).max() for a, b in zip(rough.union, exact.union)) > 1e-4
+    fixed = run(reduced, tiny_images, "unioncam", budget=Budget(4, rule="energy", ties=TieRule(10.0)))[0]
+    for got, want in zip(fixed.union, exact.union):
+        assert got.rechecked == "exact" and got.branch == want.branch
+        np.testing.assert_allclose(got.region_map, want.region_map, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fixed.maps, exact.maps, rtol=1e-6, atol=1e-9)
+
+
+def test_fast_decides_near_ties_and_explicit_budgets_run_as_given():
+    from dataclasses import replace
+
+    from unioncam_rt.method.budget import Budget
+    from unioncam_rt.presets import FAST_BUDGET, FAST_TIES, resolve_mode
+
+    assert resolve_mode(None, None, None, fast=True).budget.ties == FAST_TIES and FAST_TIES.margin > 0
+    assert resolve_mode(None, None, FAST_BUDGET.spec(), fast=True).budget.ties is None
+    assert Budget.parse(FAST_BUDGET.spec()) == replace(FAST_BUDGET, ties=None)  # the spec (the C++ side) has no tie rule
+    assert FAST_BUDGET.describe()["ties"] == {"margin": FAST_TIES.margin}

@@ -24,7 +24,9 @@ def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=
         labels: class names (a sequence, or a file: one per line / a JSON list).
         input_size: (H, W) or one number. mean, std: per-channel normalisation of [0, 1] RGB.
         weights: a state_dict file for the model (``weights_only=True``).
-        layout, target_layout: ONNX input / target layouts (``nchw`` or ``nhwc``; default: detected).
+        layout: an ONNX input's layout (``nchw`` or ``nhwc``; default: detected).
+        target_layout: the target output's layout: ``nchw``, ``nhwc``, or ``tokens`` (torch
+            transformers' ``[B, N, C]``); default: detected.
         **options: `unioncam_rt.export.pipeline.ExportConfig` fields (``opset``, ``check``,
             ``tensorrt``, ``fp16``, ``max_batch``).
 

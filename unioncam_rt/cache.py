@@ -13,22 +13,23 @@ This module sits above both the runtime and the export pipeline (they never impo
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import DependencyError, UnionCamError
 from .manifest import EngineDirError, load_manifest, trt_engine_name
 from .runtime.base import CamEngine
+from .runtime.compiled_cache import user_cache_root
 from .runtime.factory import EngineOptions, open_engine
 from .sources import ModelSource
 from .zoo.spec import DEFAULT_MODEL
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("UNIONCAM_RT_CACHE") or Path.home() / ".cache" / "unioncam-rt")
+    """``$UNIONCAM_RT_CACHE``, default ``~/.cache/unioncam-rt``."""
+    return user_cache_root()
 
 
 def cache_dir(source: ModelSource) -> Path:
@@ -52,35 +53,42 @@ def _stale_tensorrt(directory: Path, precision: str) -> str | None:
     return None
 
 
-def cached_engine_dir(source: ModelSource, tensorrt_precision: str | None = None, progress: bool = True) -> Path:
-    """The cache directory for ``source``, exported now if missing or invalid."""
-    directory = cache_dir(source)
+def _export_pipeline(why: str):
+    """The export pipeline module, or a `UnionCamError` saying ``why`` it was needed."""
+    try:
+        from .export import pipeline
+    except DependencyError as exc:
+        raise UnionCamError(f"{why} and torch/onnx are not installed to make one: pass --engine DIR "
+                            f"(from unioncam-rt export), or pip install 'unioncam-rt[export]'") from exc
+    return pipeline
+
+
+def _is_valid_entry(directory: Path) -> bool:
     try:
         load_manifest(directory)
-        fresh = True
     except EngineDirError:
-        fresh = False
-    try:
-        from .export.pipeline import ExportConfig, add_tensorrt_engines, export_model
-    except DependencyError as exc:
-        if fresh and tensorrt_precision is None:
-            return directory
-        raise UnionCamError(
-            f"no exported engine for {source.name} in {directory} and torch/onnx are not installed to make one: "
-            f"pass --engine DIR (from unioncam-rt export), or pip install 'unioncam-rt[export]'"
-        ) from exc
-    if not fresh:
+        return False
+    return True
+
+
+def cached_engine_dir(source: ModelSource, tensorrt_precision: str | None = None, progress: bool = True) -> Path:
+    """The cache directory for ``source``, exported now if missing or invalid. The export
+    pipeline (torch, onnx) is imported only when something has to be built."""
+    directory = cache_dir(source)
+    if not _is_valid_entry(directory):
+        pipeline = _export_pipeline(f"no exported engine for {source.name} in {directory}")
         if progress:
             print(f"exporting {source.name} once into {directory} ...", file=sys.stderr)
-        export_model(ExportConfig(source.model, directory, source.weights, source.labels, source.target_layer,
-                                  source.input_size, source.mean, source.std, source.layout, source.target_layout),
-                     progress=progress)
+        pipeline.export_model(pipeline.ExportConfig(
+            source.model, directory, source.weights, source.labels, source.target_layer, source.input_size,
+            source.mean, source.std, source.layout, source.target_layout), progress=progress)
     if tensorrt_precision is not None:
         reason = _stale_tensorrt(directory, tensorrt_precision)
         if reason:
+            pipeline = _export_pipeline(f"no usable {tensorrt_precision} TensorRT engine in {directory} ({reason})")
             if progress:
                 print(f"building {tensorrt_precision} TensorRT engines into {directory} ({reason}) ...", file=sys.stderr)
-            add_tensorrt_engines(directory, tensorrt_precision)
+            pipeline.add_tensorrt_engines(directory, tensorrt_precision)
     return directory
 
 
@@ -94,5 +102,10 @@ def open_cached_engine(source: ModelSource | None, options: EngineOptions, progr
         model = source.name if source is not None and options.engine_dir is not None else None
         return open_engine(options, source, model)
     precision = options.precision if options.backend == "tensorrt" else None
+    if precision is None:
+        try:  # opening checks the entry (manifest, hashes) once; only a bad or missing one is exported
+            return open_engine(replace(options, engine_dir=cache_dir(source)), source)
+        except EngineDirError:
+            pass
     directory = cached_engine_dir(source, precision, progress)
     return open_engine(replace(options, engine_dir=directory), source)

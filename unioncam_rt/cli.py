@@ -41,8 +41,8 @@ StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std R,
 LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", help="ONNX input layout: nchw or nhwc (graphs converted from TensorFlow/Keras). Default: detected.")]
 TargetLayoutOpt = Annotated[Optional[str], typer.Option(
-    "--target-layout", help="Layout of an ONNX target tensor: nchw or nhwc. Default: read from the graph (see "
-    "unioncam-rt inspect).")]
+    "--target-layout", help="Layout of the target's output: nchw or nhwc, or tokens (torch models: a transformer's "
+    "[B, N, C]). Default: read from the graph or the output's shape (see unioncam-rt inspect).")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", "-b", min=1, help="Masked images per engine call. Default: 16 (or fewer, to fit --max-memory).")]
 MaxMemoryOpt = Annotated[Optional[str], typer.Option(
@@ -187,8 +187,9 @@ BudgetRuleOpt = Annotated[Optional[str], typer.Option(
 BudgetFillOpt = Annotated[Optional[str], typer.Option(
     "--budget-fill", help="Weight of the channels a budget leaves unscored: zero (default), mean, estimate or group.")]
 FastOpt = Annotated[bool, typer.Option(
-    "--fast", help="The fastest measured mode on the CPU: OpenVINO bf16 where available, with a channel budget "
-    "(README: Speed); explicit --backend/--precision/--budget win.")]
+    "--fast", help="The fastest CPU mode that keeps exact's branch: OpenVINO bf16 where available, a channel budget "
+    "(cover0.85:320/energy), and images whose fused and region scores are within 0.02 re-explained exactly in fp32 "
+    "(README: Speed); explicit --backend/--precision/--budget win (an explicit --budget has no tie rule).")]
 DeviceOpt = Annotated[str, typer.Option(help="torch device of the torch backend, e.g. cpu or cuda.")]
 RayOpt = Annotated[bool, typer.Option("--ray", help="Run on Ray Data: a pool of workers, each holding one engine "
                                       "(pip install 'unioncam-rt[serve]'). Same files; resumes like a serial run.")]

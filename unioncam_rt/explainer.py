@@ -6,15 +6,16 @@ This is the library function behind ``unioncam-rt explain`` and `unioncam_rt.exp
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ModelError, UnionCamError
-from .images import LoadedImage, load_image
-from .results import Explanation
+from .errors import ImageError, ModelError, UnionCamError
+from .images import LoadedImage, load_image, unreadable_link
+from .results import Explanation, group_timings, with_own_time
 from .method import METHODS, Budget, MethodContext, MethodOptions, finalize
 from .method.ops import softmax
 from .method.scoring import ScoreCounter
@@ -38,7 +39,7 @@ def resolve_class(target: Target, class_names: Sequence[str]) -> int:
     """Turn ``--class`` (None, an index, a digit string or a class name) into an index; -1 is top-1."""
     if target is None:
         return -1
-    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+    if isinstance(target, str) and re.fullmatch(r"-?[0-9]+", target.strip()):  # ASCII digits: "²" is a name
         target = int(target.strip())
     if isinstance(target, (int, np.integer)):
         if target == -1:
@@ -53,6 +54,21 @@ def resolve_class(target: Target, class_names: Sequence[str]) -> int:
     close = difflib.get_close_matches(key, lowered, n=3)
     hint = f"; did you mean: {', '.join(repr(class_names[lowered.index(c)]) for c in close)}" if close else ""
     raise ModelError(f"unknown class name {target!r}{hint}")
+
+
+def read_image_file(path: Path, input_size: tuple[int, int]) -> LoadedImage | UnionCamError:
+    """Load one image file for a run over many: its `UnionCamError`, or an `ImageError` for
+    any other exception (a decoder's on untrusted bytes), is returned, not raised."""
+    reason = unreadable_link(path)
+    if reason:
+        return ImageError(f"{path}: {reason}")
+    try:
+        return load_image(path, input_size)
+    except UnionCamError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on corrupt input
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return ImageError(f"{path}: corrupt or unreadable image ({type(exc).__name__}: {first})")
 
 
 class _BarProgress:
@@ -183,6 +199,7 @@ class Explainer:
                 bar.close()
         probs = softmax(feats.logits.astype(np.float64))
         names = self.engine.class_names
+        shares = group_timings(features_s, method_s, counter.per_image.tolist())
         out = []
         for i, image in enumerate(images):
             c = int(feats.class_index[i])
@@ -193,43 +210,69 @@ class Explainer:
                 top5=[(int(k), names[k], float(probs[i, k])) for k in top],
                 masked_passes=int(counter.per_image[i]), constant_map=bool(constant[i]),
                 union=saliency.union[i] if saliency.union else None, theta=self.options.theta,
-                timings={"features_s": features_s / len(images), "method_s": method_s / len(images)},
-                budget=self.options.budget.describe() if self.method in BUDGETED else None,
+                timings=with_own_time(shares[i]),
+                budget=self._budget_record(saliency.union[i] if saliency.union else None),
                 backend=self.backend_name or None,
             ))
         return out
 
+    def _budget_record(self, parts) -> dict | None:
+        """The JSON's ``budget``: the run's budget and, under a tie rule, whether this image's
+        near tie was decided again (``ties.rechecked``)."""
+        if self.method not in BUDGETED:
+            return None
+        record = self.options.budget.describe()
+        if record is not None and "ties" in record and parts is not None:
+            record["ties"]["rechecked"] = parts.rechecked
+        return record
+
     def iter_files(self, paths: Iterable[str | Path], target: Target = None) -> Iterator[tuple[Path, Explanation | UnionCamError]]:
-        """Explain files ``images_per_step`` at a time; a bad file yields its error, the rest go on."""
+        """Explain files ``images_per_step`` at a time; a bad file yields its error, the rest go on.
+
+        An image that cannot be read never joins a step. If a step of several images fails
+        (a `UnionCamError` from the engine), each of its images is explained alone, so
+        only the one at fault is reported.
+        """
         c = self.class_index(target)
         pending: list[tuple[Path, LoadedImage, float]] = []
-
-        def flush():
-            results = self.explain_loaded([item for _, item, _ in pending], [c] * len(pending))
-            for (path, _, load_s), result in zip(pending, results):
-                result.timings = {"load_s": load_s, **result.timings,
-                                  "total_s": load_s + sum(result.timings.values())}
-                yield path, result
-            pending.clear()
-
         for path in paths:
             path = Path(path)
             started = time.perf_counter()
-            try:
-                loaded = load_image(path, self.engine.input_size)
-            except UnionCamError as exc:
-                yield path, exc
+            loaded = read_image_file(path, self.engine.input_size)
+            if isinstance(loaded, UnionCamError):
+                yield path, loaded
                 continue
             pending.append((path, loaded, time.perf_counter() - started))
             if len(pending) >= self.images_per_step:
-                yield from flush()
+                yield from self._explain_step(pending, c)
+                pending = []
         if pending:
-            yield from flush()
+            yield from self._explain_step(pending, c)
+
+    def _explain_step(self, pending: list[tuple[Path, LoadedImage, float]], c: int):
+        """Explain loaded images together; on a `UnionCamError`, one by one (each failure yielded)."""
+        try:
+            results = self.explain_loaded([item for _, item, _ in pending], [c] * len(pending))
+        except UnionCamError as exc:
+            if len(pending) == 1:
+                yield pending[0][0], UnionCamError(f"{pending[0][0]}: {exc}")
+                return
+            for item in pending:
+                yield from self._explain_step([item], c)
+            return
+        for (path, _, load_s), result in zip(pending, results):
+            result.timings = with_own_time(result.timings, load_s=load_s)
+            yield path, result
 
     def explain(self, image, target: Target = None) -> Explanation:
         """Explain one image (path, PIL image or HxWx3 uint8 array)."""
+        c = self.class_index(target)
+        started = time.perf_counter()
         loaded = load_image(image, self.engine.input_size)
-        return self.explain_loaded([loaded], [self.class_index(target)])[0]
+        load_s = time.perf_counter() - started
+        result = self.explain_loaded([loaded], [c])[0]
+        result.timings = with_own_time(result.timings, load_s=load_s)
+        return result
 
 
 def explain(image, model=None, target: Target = None, method: str = "unioncam", **kwargs) -> Explanation:

@@ -19,7 +19,11 @@ channels:
   feature map), each group's mean mask is scored once, and every member gets that score
   (one extra pass per non-empty group).
 
-Written as plain functions on arrays; the C++ library mirrors them.
+A budget may also carry a `TieRule` (``--fast``'s does): an image whose budgeted region map
+leaves UnionCAM's two candidate maps scoring within a margin is explained again exactly
+(see `unioncam_rt.method.cams.recheck_near_ties`).
+
+Written as plain functions on arrays; the C++ library mirrors them (not the tie rule).
 """
 
 from __future__ import annotations
@@ -37,6 +41,33 @@ GROUP_GRID = 7
 
 
 @dataclass(frozen=True)
+class TieRule:
+    """When a budgeted UnionCAM decides its branch again: on near ties, exactly.
+
+    UnionCAM keeps the fused map when ``d = beta_fused - beta_region > 0``. A budget moves
+    the region map, and reduced-precision (bf16) channel passes move the channel scores,
+    so the budgeted ``d`` is off by some error, and where the exact ``d`` is smaller than
+    that error the branch can flip. An image whose budgeted ``|d|`` is under ``margin`` is
+    explained again exactly: every live channel scored in fp32 (by the engine's fp32
+    decision engine where its channel passes run in reduced precision; else only the
+    channels the budget left out). ``margin`` is measured on the development photos
+    (``benchmarks/near_ties.py``; README: Fidelity).
+
+    Attributes:
+        margin: ``|beta_fused - beta_region|`` under which a budgeted image is explained again exactly.
+    """
+
+    margin: float
+
+    def __post_init__(self):
+        if not self.margin >= 0:
+            raise UnionCamError(f"tie margin {self.margin} must be >= 0")
+
+    def describe(self) -> dict:
+        return {"margin": self.margin}
+
+
+@dataclass(frozen=True)
 class Budget:
     """How many channels to score per image, which ones, and how to weight the others.
 
@@ -47,12 +78,15 @@ class Budget:
             if given.
         rule: ``variance`` (default), ``energy``, ``mass`` or ``gradcam``.
         fill: ``zero`` (default), ``mean``, ``estimate`` or ``group``.
+        ties: decide UnionCAM's near ties again (default None: the budget decides); not
+            part of `spec` (the C++ library runs budgets without it).
     """
 
     channels: int = 0
     cover: float | None = None
     rule: str = "variance"
     fill: str = "zero"
+    ties: TieRule | None = None
 
     def __post_init__(self):
         if self.channels < 0:
@@ -79,7 +113,10 @@ class Budget:
         """What the JSON records (None for exact)."""
         if self.exact:
             return None
-        return {"channels": self.channels or None, "cover": self.cover, "rule": self.rule, "fill": self.fill}
+        described = {"channels": self.channels or None, "cover": self.cover, "rule": self.rule, "fill": self.fill}
+        if self.ties is not None:
+            described["ties"] = self.ties.describe()
+        return described
 
     @classmethod
     def parse(cls, text, rule: str | None = None, fill: str | None = None) -> "Budget":
@@ -99,7 +136,7 @@ class Budget:
         if text is None or str(text).strip().lower() in ("", "0", "exact", "none"):
             return cls(**options)
         value = str(text).strip().lower()
-        if value.isdigit():
+        if re.fullmatch(r"[0-9]+", value):  # ASCII digits only: str.isdigit() accepts '²'
             return cls(channels=int(value), **options)
         match = re.fullmatch(r"cover([0-9]*\.?[0-9]+)(?::([0-9]+))?", value)
         if match:

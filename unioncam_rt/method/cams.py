@@ -15,10 +15,10 @@ import numpy as np
 
 from ..runtime.base import CamEngine, FeatureBatch
 from . import gradient
-from .budget import Budget, channel_statistic, fill_weights, group_masks, peak_groups, select_channels
+from .budget import Budget, TieRule, channel_statistic, fill_weights, group_masks, peak_groups, select_channels
 from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear
 from .scoring import MaskBatch, Progress, ScoreCounter, score_masks
-from .union import FUSED, REGION, choose_fused, fuse
+from .union import FUSED, REGION, choose_fused, fuse, near_tie
 
 
 @dataclass
@@ -56,6 +56,7 @@ class UnionParts:
     beta_region: float
     beta_fused: float
     branch: str
+    rechecked: str | None = None  # "exact": a budgeted near tie explained again exactly (see `recheck_near_ties`)
 
 
 @dataclass
@@ -84,6 +85,19 @@ class MethodContext:
         engine = getattr(self.engine, "decision_engine", self.engine) if decision else self.engine
         return score_masks(engine, self.images, batch, self.options.batch_size, self.counter, self.progress)
 
+    @property
+    def has_reduced_decisions(self) -> bool:
+        """True where UnionCAM's map scores run on another engine than the channel passes
+        (the fp32 twin of a reduced-precision scoring session)."""
+        return getattr(self.engine, "decision_engine", self.engine) is not self.engine
+
+    def subset(self, rows: np.ndarray) -> "MethodContext":
+        """The same engine and options over images ``rows`` only, with its own pass counter."""
+        f = self.features
+        feats = FeatureBatch(f.logits[rows], f.activations[rows], f.gradients[rows], f.class_index[rows])
+        return MethodContext(self.engine, self.images[rows], feats, self.options, ScoreCounter.for_batch(len(rows)),
+                             self.progress)
+
 
 def map_scores(ctx: MethodContext, maps: np.ndarray) -> np.ndarray:
     """``score(L) = p_c(I * up(minmax(L))) - p_c(I_b)``.
@@ -104,7 +118,11 @@ def region_map(ctx: MethodContext) -> np.ndarray:
     the engine. Constant channels get ``s_k = 0`` and no forward pass. Under a `Budget`
     only the selected channels are scored and the others get the budget's fill weight.
     """
-    weights = region_weights(ctx, ctx.options.budget)
+    return weighted_region(ctx, region_weights(ctx, ctx.options.budget))
+
+
+def weighted_region(ctx: MethodContext, weights: np.ndarray) -> np.ndarray:
+    """``ReLU(sum_k w_k A_k)`` for channel weights ``[B, K]``."""
     return relu(np.einsum("bk,bkhw->bhw", weights, ctx.features.activations.astype(np.float64)))
 
 
@@ -117,6 +135,12 @@ def region_weights(ctx: MethodContext, budget: Budget, known: np.ndarray | None 
         known: scores of every live channel already measured (``[B, K]``); the selected
             channels then take theirs instead of new passes (for budget studies).
     """
+    return scored_region_weights(ctx, budget, known)[0]
+
+
+def scored_region_weights(ctx: MethodContext, budget: Budget,
+                          known: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`region_weights` and the boolean ``[B, K]`` of channels whose weight is their own score."""
     feats = ctx.features
     acts = feats.activations
     live = ~is_constant(acts)
@@ -137,7 +161,27 @@ def region_weights(ctx: MethodContext, budget: Budget, known: np.ndarray | None 
     elif not budget.exact:
         statistic = channel_statistic(budget.rule, acts, feats.gradients) if budget.fill == "estimate" else None
         weights = fill_weights(budget, weights, scored, live, statistic)
-    return weights
+    return weights, scored
+
+
+def every_channel_weights(ctx: MethodContext, weights: np.ndarray, scored: np.ndarray,
+                          decision: bool = False) -> np.ndarray:
+    """Weights ``[B, K]`` of the exact region map: every live channel's own score.
+
+    Args:
+        ctx: the method context.
+        weights: weights so far; where ``scored``, a channel's own score (kept).
+        scored: boolean ``[B, K]``, the channels already scored.
+        decision: score every live channel again on the decision engine (fp32) instead.
+    """
+    acts = ctx.features.activations
+    live = ~is_constant(acts)
+    missing = live if decision else live & ~scored
+    out = np.where(live & ~missing, weights, 0.0)
+    b, k = np.nonzero(missing)
+    masks = minmax(acts[b, k].astype(np.float32))
+    out[b, k] = ctx.score(MaskBatch(masks, b, ctx.features.class_index[b]), decision=decision)
+    return out
 
 
 def _gradient_method(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
@@ -209,7 +253,48 @@ def unioncam(ctx: MethodContext) -> SaliencyBatch:
     """
     feats = ctx.features
     denoise = gradient.denoised_map(feats.activations, feats.gradients, ctx.options.theta, ctx.options.alpha)
-    return union_of(ctx, denoise, region_map(ctx))
+    budget = ctx.options.budget
+    weights, scored = scored_region_weights(ctx, budget)
+    out = union_of(ctx, denoise, weighted_region(ctx, weights))
+    if budget.ties is not None and not budget.exact:
+        recheck_near_ties(ctx, denoise, out, weights, scored, budget.ties)
+    return out
+
+
+def recheck_near_ties(ctx: MethodContext, denoise: np.ndarray, out: SaliencyBatch, weights: np.ndarray,
+                      scored: np.ndarray, rule: TieRule) -> None:
+    """Explain again, exactly and in place, the images of ``out`` whose budgeted branch sits
+    on a near tie (``|beta_fused - beta_region| < rule.margin``).
+
+    Their region map gets every live channel's own score: all of them scored again by the
+    fp32 decision engine where the channel passes run in reduced precision (bf16 scores
+    are too noisy to decide a near tie: README, Fidelity), else only the channels the
+    budget left out; then UnionCAM's scoring, fusion and selection run again. Their
+    passes are added to ``ctx.counter``.
+    """
+    rows = _near_ties(out, np.arange(len(denoise)), rule.margin)
+    if not len(rows):
+        return
+    sub = ctx.subset(rows)
+    exact = every_channel_weights(sub, weights[rows], scored[rows], decision=ctx.has_reduced_decisions)
+    _replace(ctx, out, rows, sub, union_of(sub, denoise[rows], weighted_region(sub, exact)), "exact")
+
+
+def _near_ties(out: SaliencyBatch, rows: np.ndarray, margin: float) -> np.ndarray:
+    """The ``rows`` of ``out`` whose fused and region maps score within ``margin``."""
+    fused = np.array([out.union[i].beta_fused for i in rows])
+    region = np.array([out.union[i].beta_region for i in rows])
+    return rows[near_tie(fused, region, margin)] if len(rows) else rows
+
+
+def _replace(ctx: MethodContext, out: SaliencyBatch, rows: np.ndarray, sub: MethodContext, again: SaliencyBatch,
+             how: str) -> None:
+    """Put the images decided again into ``out`` and count their passes."""
+    for j, i in enumerate(rows):
+        out.maps[i] = again.maps[j]
+        again.union[j].rechecked = how
+        out.union[i] = again.union[j]
+    ctx.counter.per_image[rows] += sub.counter.per_image
 
 
 def union_of(ctx: MethodContext, denoise: np.ndarray, region: np.ndarray) -> SaliencyBatch:

@@ -35,3 +35,8 @@ def fuse(
 def choose_fused(beta_fused: np.ndarray, beta_region: np.ndarray) -> np.ndarray:
     """Activation Map Selection: True where the fused map wins (``beta_fused > beta_region``)."""
     return np.asarray(beta_fused) > np.asarray(beta_region)
+
+
+def near_tie(beta_fused: np.ndarray, beta_region: np.ndarray, margin: float) -> np.ndarray:
+    """True where the selection could go either way within ``margin``: ``|beta_fused - beta_region| < margin``."""
+    return np.abs(np.asarray(beta_fused, dtype=np.float64) - np.asarray(beta_region, dtype=np.float64)) < margin
