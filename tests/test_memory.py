@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unioncam_rt.errors import UnionCamError
-from unioncam_rt.memory import batch_for_budget, parse_size
+from unioncam_rt.memory import batch_for_memory, parse_size
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -22,7 +22,7 @@ def test_sizes_parse():
         with pytest.raises(UnionCamError, match="--max-memory"):
             parse_size(bad)
     with pytest.raises(UnionCamError, match="too small for this engine"):
-        batch_for_budget(10 * 2**20, 2**20, 0)
+        batch_for_memory(10 * 2**20, 2**20, 0)
 
 
 def test_both_sessions_use_one_mapped_copy_of_every_weight(lite_engine_dir):

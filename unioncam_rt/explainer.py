@@ -22,7 +22,7 @@ from .method.scoring import ScoreCounter
 from .runtime.base import CamEngine
 from .cache import open_cached_engine
 from .manifest import MANIFEST_NAME
-from .memory import DEFAULT_BATCH, batch_for_budget, parse_size
+from .memory import DEFAULT_BATCH, batch_for_memory, parse_size
 from .runtime.factory import EngineOptions
 from .sources import ModelSource
 
@@ -104,10 +104,10 @@ class Explainer:
             `unioncam_rt.method.budget`.
         images_per_step: images whose masks share engine calls (default 4).
         weights: model weights (default: zoo models' real ones).
-        backend: ``"onnxruntime"`` (default), ``"tensorrt"`` or ``"torch"`` (the reference).
+        backend: ``"onnxruntime"`` (default), ``"openvino"``, ``"tensorrt"`` or ``"torch"`` (the reference).
         engine_dir: exported engine directory (default: ``model`` if it is one, else the cache).
         providers: ONNX Runtime execution providers (default: the best available).
-        precision: ``"fp32"`` (default), ``"fp16"`` or ``"int8"``; see `EngineOptions`.
+        precision: ``"fp32"`` (default), ``"bf16"`` (openvino), ``"fp16"`` or ``"int8"``; see `EngineOptions`.
         device: torch device of the torch backend (default ``"cpu"``).
         engine: an already-built `CamEngine` (then the engine options are not used).
         progress: show tqdm bars for exporting and masked scoring (default False).
@@ -164,7 +164,7 @@ class Explainer:
             per_image = getattr(engine, "scoring_bytes_per_image", 0)
             if not per_image:
                 raise UnionCamError("--max-memory applies to exported engines on the CPU (--backend onnxruntime)")
-            batch = batch_for_budget(memory_budget, per_image, getattr(engine, "unread_weights_bytes", 0), batch)
+            batch = batch_for_memory(memory_budget, per_image, getattr(engine, "unread_weights_bytes", 0), batch)
         self.options = MethodOptions(theta=theta, batch_size=batch, budget=channel_budget)
         self.backend_name = " ".join(str(part) for part in (getattr(engine, "backend", None),
                                                              getattr(engine, "precision", None)) if part)

@@ -60,7 +60,7 @@ def resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def batch_for_budget(budget: int, per_image: int, unread_weights: int, default: int = DEFAULT_BATCH) -> int:
+def batch_for_memory(budget: int, per_image: int, unread_weights: int, default: int = DEFAULT_BATCH) -> int:
     """The largest masked batch (at most ``default``) whose estimated peak fits ``budget``."""
     if per_image <= 0:
         raise UnionCamError("--max-memory needs an engine exported by unioncam-rt 0.2 or later (re-export)")

@@ -3,7 +3,8 @@
 The preset picks, in order: OpenVINO in bf16 where the ``openvino`` extra is installed and
 the CPU computes bf16 natively (else OpenVINO fp32, else ONNX Runtime fp32), and the
 channel budget `FAST_BUDGET`, chosen by ``benchmarks/budget_study.py`` and
-``benchmarks/bench_speed.py`` (README: Speed, Fidelity). Options given explicitly
+``benchmarks/bench_runtime.py`` (README: Speed, Fidelity); near ties are re-explained exactly
+(`FAST_TIES`, measured by ``benchmarks/near_ties.py``). Options given explicitly
 (``--backend``, ``--precision``, ``--budget``) win over the preset's.
 """
 

@@ -14,8 +14,7 @@ class MethodSettings:
         theta: UnionCAM's percentile (default 10).
         batch_size: masked images per engine call (default: the `Explainer`'s).
         max_memory: peak-memory budget for the batch size (default: none).
-        budget: region-map channel budget (default None: exact; passed on only when set, so
-            versions of `Explainer` without the keyword keep working).
+        budget: region-map channel budget (default None: exact).
     """
 
     method: str = "unioncam"
@@ -28,6 +27,5 @@ class MethodSettings:
         """An `Explainer` over ``engine`` (``method`` overrides the settings' one)."""
         from ..explainer import Explainer
 
-        extra = {} if self.budget is None else {"budget": self.budget}
         return Explainer(engine=engine, method=method or self.method, theta=self.theta, batch_size=self.batch_size,
-                         max_memory=self.max_memory, **extra)
+                         max_memory=self.max_memory, budget=self.budget)

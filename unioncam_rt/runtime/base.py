@@ -1,8 +1,8 @@
 """The seam between the CAM methods and whatever runs the network.
 
 A `CamEngine` answers the four questions every method in this package asks of a model.
-The torch reference (`runtime.torch_engine`), the ONNX Runtime engine and the TensorRT
-engine all implement it, so the UnionCAM math in `unioncam_rt.method` is written once.
+The torch reference (`runtime.torch_engine`) and the exported engine on ONNX Runtime,
+OpenVINO (fp32 or bf16) or TensorRT (`runtime.exported`) all implement it, so the UnionCAM math in `unioncam_rt.method` is written once.
 
 All arrays are numpy: images are float32 ``[B, 3, H, W]`` RGB in [0, 1] (normalisation is
 inside the model), masks are float32 ``[N, 1, h, w]`` at the target layer's resolution.

@@ -1,4 +1,4 @@
-"""Opening an engine: an exported directory on ONNX Runtime or TensorRT, or the torch reference.
+"""Opening an engine: an exported directory on ONNX Runtime, OpenVINO or TensorRT, or the torch reference.
 
 Backends:
 
