@@ -77,3 +77,26 @@ def test_budget_limits_passes_and_is_recorded(tiny_engine, tiny_images):
         assert b.budget == {"channels": 4, "cover": None, "rule": "variance", "fill": "zero"}
         assert a.budget is None and json.loads(json.dumps(b.summary()))["budget"]["channels"] == 4
         np.testing.assert_allclose(c.cam, a.cam, atol=1e-6)  # a budget above the live channels is exact
+
+
+def test_resolve_mode_parses_the_budget_once_and_explicit_options_win(monkeypatch):
+    from unioncam_rt import presets
+    from unioncam_rt.errors import UnionCamError
+    from unioncam_rt.method.budget import Budget
+
+    monkeypatch.setattr(presets, "fast_mode", lambda: presets.RunMode("openvino", "bf16", presets.FAST_BUDGET))
+    fast = presets.resolve_mode(None, None, None, True)
+    assert (fast.backend, fast.precision, fast.budget) == ("openvino", "bf16", presets.FAST_BUDGET)
+    assert fast.budget.ties is not None  # the measured preset keeps its tie rule
+    # a rule alone changes the preset's budget and drops the tie rule (it was measured for the preset)
+    ruled = presets.resolve_mode(None, None, None, True, rule="variance")
+    assert (ruled.budget.rule, ruled.budget.cover, ruled.budget.fill, ruled.budget.ties) == \
+        ("variance", presets.FAST_BUDGET.cover, presets.FAST_BUDGET.fill, None)
+    # an explicit budget replaces it; its own rule is overridden by --budget-rule
+    explicit = presets.resolve_mode(None, None, "64/energy/mean", True, rule="mass")
+    assert explicit.budget == Budget(channels=64, rule="mass", fill="mean")
+    # another backend under --fast runs that backend's exact precision
+    assert presets.resolve_mode("onnxruntime", None, None, True).precision == "fp32"
+    assert presets.resolve_mode(None, None, None, False).budget.exact
+    with pytest.raises(UnionCamError, match="budget rule 'nope' unknown"):
+        presets.resolve_mode(None, None, None, True, rule="nope")

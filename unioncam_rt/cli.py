@@ -212,13 +212,9 @@ def ray_job(ray, ray_address, workers):
 
 def run_mode(backend, precision, budget, rule, fill, fast):
     """Backend, precision and channel budget from the options and the --fast preset."""
-    from .method.budget import Budget
     from .presets import resolve_mode
 
-    mode = resolve_mode(backend, precision, budget, fast)
-    if rule is not None or fill is not None:
-        mode = type(mode)(mode.backend, mode.precision,
-                          Budget(mode.budget.channels, mode.budget.cover, rule or mode.budget.rule, fill or mode.budget.fill))
+    mode = resolve_mode(backend, precision, budget, fast, rule, fill)
     if fast:
         typer.echo(f"--fast: {mode.describe()}", err=True)
     return mode

@@ -10,7 +10,7 @@ channel budget `FAST_BUDGET`, chosen by ``benchmarks/budget_study.py`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .method.budget import Budget, TieRule
 
@@ -62,10 +62,22 @@ def fast_mode() -> RunMode:
     return RunMode("onnxruntime", "fp32", FAST_BUDGET)
 
 
-def resolve_mode(backend: str | None, precision: str | None, budget, fast: bool) -> RunMode:
-    """The run mode from explicit options, the preset filling what was not given."""
+def resolve_mode(backend: str | None, precision: str | None, budget, fast: bool, rule: str | None = None,
+                 fill: str | None = None) -> RunMode:
+    """The run mode from explicit options, the preset filling what was not given.
+
+    The channel budget is parsed here, once: an explicit ``budget`` (with ``rule`` and
+    ``fill``) replaces the preset's; a ``rule`` or ``fill`` alone changes the preset's budget.
+    Either way the budget is no longer the measured preset, so it carries no tie rule.
+    """
     base = fast_mode() if fast else RunMode("onnxruntime", "fp32", Budget())
-    chosen_budget = Budget.parse(budget) if budget is not None else base.budget
+    if budget is not None:
+        chosen_budget = Budget.parse(budget, rule, fill)
+    elif rule is not None or fill is not None:
+        chosen_budget = Budget.parse(replace(base.budget, rule=rule or base.budget.rule,
+                                             fill=fill or base.budget.fill, ties=None))
+    else:
+        chosen_budget = base.budget
     if backend is not None and precision is None and fast and backend != base.backend:
         precision = "fp32"  # the preset's precision belongs to the preset's backend
     return RunMode(backend or base.backend, precision or base.precision, chosen_budget)
