@@ -20,7 +20,7 @@ from pathlib import Path
 from ._version import __version__
 from .errors import DependencyError, UnionCamError
 from .manifest import EngineDirError, load_manifest, trt_engine_name
-from .runtime.base import CamEngine
+from .method.engine import CamEngine
 from .runtime.compiled_cache import user_cache_root
 from .runtime.factory import EngineOptions, open_engine
 from .sources import ModelSource

@@ -19,7 +19,7 @@ from .results import Explanation, group_timings, with_own_time
 from .method import METHODS, Budget, MethodContext, MethodOptions, finalize
 from .method.ops import softmax
 from .method.scoring import ScoreCounter
-from .runtime.base import CamEngine
+from .method.engine import CamEngine
 from .cache import open_cached_engine
 from .manifest import MANIFEST_NAME
 from .memory import DEFAULT_BATCH, batch_for_memory, parse_size

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .method.ops import gaussian_blur
-from .runtime.base import CamEngine
+from .method.engine import CamEngine
 
 PIXELS_PER_STEP = 448
 

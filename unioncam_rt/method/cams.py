@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..runtime.base import CamEngine, FeatureBatch
+from .engine import CamEngine, FeatureBatch
 from . import gradient
 from .budget import Budget, TieRule, channel_statistic, fill_weights, group_masks, peak_groups, select_channels
 from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..runtime.base import CamEngine
+from .engine import CamEngine
 
 
 class Progress(Protocol):

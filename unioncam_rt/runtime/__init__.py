@@ -1,7 +1,3 @@
-"""Engines that run a classifier for the CAM methods: the protocol in `base`, backends
-beside it. Nothing here imports torch at import time; the torch reference engine is
-loaded only when asked for."""
-
-from .base import CamEngine, FeatureBatch
-
-__all__ = ["CamEngine", "FeatureBatch"]
+"""Engines that run a classifier for the CAM methods: each backend implements the protocol
+the methods own (`unioncam_rt.method.engine.CamEngine`). Nothing here imports torch at
+import time; the torch reference engine is loaded only when asked for."""

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import UnionCamError
 from ..manifest import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE, EngineDirError, Manifest, load_manifest, trt_engine_name
 from ..method.ops import softmax
-from .base import FeatureBatch
+from ..method.engine import FeatureBatch
 from .engine_check import check_sessions
 from .session import Session
 from .weights import read_index

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnionCamError
-from .base import CamEngine
+from ..method.engine import CamEngine
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from ..errors import UnionCamError, require
-from .base import FeatureBatch
+from ..method.engine import FeatureBatch
 
 torch = require("torch", "export")
 F = torch.nn.functional

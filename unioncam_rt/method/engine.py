@@ -1,4 +1,6 @@
-"""The seam between the CAM methods and whatever runs the network.
+"""The seam between the CAM methods and whatever runs the network: the methods own this
+protocol, and every runtime (`unioncam_rt.runtime`) implements it; nothing in
+`unioncam_rt.method` imports a runtime.
 
 A `CamEngine` answers the four questions every method in this package asks of a model.
 The torch reference (`runtime.torch_engine`) and the exported engine on ONNX Runtime,
