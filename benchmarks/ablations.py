@@ -57,7 +57,7 @@ def main() -> None:
 
     images = dev_images(args.start, args.images)
     with tempfile.TemporaryDirectory(prefix="unioncam-ablation-") as tmp:
-        from unioncam_rt.export.pipeline import ExportConfig, export_model
+        from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
         export_model(ExportConfig(args.model, Path(tmp) / "engine", weights=args.weights))
         engine = ExportedEngine(Path(tmp) / "engine")

@@ -22,7 +22,7 @@ from common import machine, print_table, write_json  # noqa: E402
 
 
 def main() -> None:
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
     from unioncam_rt.zoo import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -59,7 +59,7 @@ def run(python_path: Path, args: list[str]) -> dict:
 
 
 def export(python_path: Path, model: str, weights: str | None, out: Path) -> float:
-    code = ("import sys; from pathlib import Path; from unioncam_rt.export.pipeline import ExportConfig, export_model; "
+    code = ("import sys; from pathlib import Path; from unioncam_rt.exporting.pipeline import ExportConfig, export_model; "
             f"export_model(ExportConfig({model!r}, Path({str(out)!r}), weights={weights!r}, check=False))")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(python_path)},

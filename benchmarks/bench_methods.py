@@ -100,7 +100,7 @@ def main() -> None:
     images = dev_images(args.start, args.images)
     runs = [("unioncam-rt", m, b) for m in OURS for b in ("onnxruntime", "torch")]
     runs += [(o.split(":")[0], o.split(":")[1], "torch") for o in OTHERS]
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="unioncam-methods-") as tmp:

@@ -161,7 +161,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown modes {sorted(unknown)}; available: {', '.join(MODES)}")
     images = dev_images(args.start, args.images)
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
     with tempfile.TemporaryDirectory(prefix="unioncam-bench-") as tmp:
         engine = Path(tmp) / "engine"
@@ -170,7 +170,7 @@ def main() -> None:
         export_s = time.perf_counter() - started
         quantize_s = None
         if "int8" in modes:
-            from unioncam_rt.export.quantize import quantize_scores
+            from unioncam_rt.exporting.quantize import quantize_scores
 
             started = time.perf_counter()
             quantize_scores(engine, dev_images(max(0, args.start - args.calibration), args.calibration))

@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     from tqdm import tqdm
 
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
     from unioncam_rt.method.cams import MethodOptions
     from unioncam_rt.metrics import causal_curves, drop_and_increase, masked_probability, trapezoid_auc
     from unioncam_rt.runtime.exported import ExportedEngine

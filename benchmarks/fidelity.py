@@ -73,7 +73,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from unioncam_rt.explainer import Explainer
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
     from unioncam_rt.images import load_image
     from unioncam_rt.method.ops import gaussian_blur
     from unioncam_rt.metrics import causal_curves, drop_and_increase, masked_probability, trapezoid_auc
@@ -85,7 +85,7 @@ def main() -> None:
         export_model(ExportConfig(args.model, engine_dir, weights=args.weights))
         modes = [m for m in args.modes.split(",") if m]
         if any(":int8:" in m for m in modes):
-            from unioncam_rt.export.quantize import quantize_scores
+            from unioncam_rt.exporting.quantize import quantize_scores
 
             # calibration photos after the evaluated range where the set has them, else its last ones
             after = dev_images(args.start + args.images, args.calibration)

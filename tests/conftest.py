@@ -96,7 +96,7 @@ def _engine_cache(tmp_path_factory):
 def lite_engine_dir(tmp_path_factory):
     """EfficientNet-Lite0 (real weights) exported once for the whole session."""
     pytest.importorskip("torch")
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
     out = tmp_path_factory.mktemp("engines") / "lite0"
     export_model(ExportConfig("efficientnet-lite0", out))

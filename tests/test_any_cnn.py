@@ -119,7 +119,7 @@ def test_layer_scale_runs_on_the_default_runtime(tmp_path):
 def test_export_check_opens_the_directory_as_the_runtime_does(tmp_path, monkeypatch):
     """Sharing every initializer again (the old behaviour) fails the export in one line,
     where it used to pass and leave a directory that explain could not run."""
-    from unioncam_rt.export import weights
+    from unioncam_rt.exporting import weights
 
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -240,7 +240,7 @@ class NhwcHeadNet(nn.Module):
 def test_onnx_nhwc_target_gets_its_layout_and_post_pool_target_is_refused(tmp_path):
     net = _seeded(NhwcHeadNet())
     path = _dynamo_onnx(net, tmp_path / "net.onnx")
-    from unioncam_rt.export.onnx_classifier import list_tensors
+    from unioncam_rt.exporting.onnx_classifier import list_tensors
 
     tensors = list_tensors(path)
     report = unioncam_rt.export(path, tmp_path / "nhwc")  # the default: the NHWC Linear output

@@ -23,7 +23,7 @@ pytest.importorskip("onnx")
 
 from unioncam_rt import manifest as manifest_module  # noqa: E402
 from unioncam_rt.cli import app  # noqa: E402
-from unioncam_rt.export.pipeline import ExportConfig, export_model  # noqa: E402
+from unioncam_rt.exporting.pipeline import ExportConfig, export_model  # noqa: E402
 from unioncam_rt.manifest import EngineDirError  # noqa: E402
 from unioncam_rt.runtime.exported import ExportedEngine  # noqa: E402
 
@@ -281,7 +281,7 @@ def test_other_backends_check_their_sessions_too(engine_dir, picture, tmp_path, 
         pytest.importorskip("openvino")
     directory = shutil.copytree(engine_dir, tmp_path / "engine")
     if precision == "int8":
-        from unioncam_rt.export.quantize import quantize_scores
+        from unioncam_rt.exporting.quantize import quantize_scores
 
         quantize_scores(directory, [picture], 1)
     assert ExportedEngine(directory, backend, precision=precision).probs(np.zeros((1, 3, 32, 32), np.float32)).shape \

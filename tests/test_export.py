@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from unioncam_rt.compare import compare  # noqa: E402
-from unioncam_rt.export.pipeline import ExportConfig, export_model  # noqa: E402
+from unioncam_rt.exporting.pipeline import ExportConfig, export_model  # noqa: E402
 from unioncam_rt.images import load_image  # noqa: E402
 from unioncam_rt.manifest import EngineDirError, load_manifest  # noqa: E402
 from unioncam_rt.runtime.exported import ExportedEngine  # noqa: E402
@@ -78,7 +78,7 @@ def test_a_wrong_backward_rule_fails_the_onnx_export_check(tmp_path, monkeypatch
     (here a Gemm rule with the wrong sign); every rule's exactness is tested against
     autograd in test_head_gradients.py."""
     from unioncam_rt.errors import UnionCamError
-    from unioncam_rt.export import backward
+    from unioncam_rt.exporting import backward
 
     from . import heads
 
@@ -207,7 +207,7 @@ def test_tampered_missing_and_mismatched_engines_are_refused(exported_lite, tmp_
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     from unioncam_rt.errors import UnionCamError
-    from unioncam_rt.export import parity
+    from unioncam_rt.exporting import parity
 
     def broken(*args, **kwargs):
         raise UnionCamError("exported graphs disagree with torch: simulated")
@@ -270,7 +270,7 @@ def test_tensorrt_engines_match_onnxruntime(tmp_path):
     differ (README: TensorRT section). More masks and images than the profiles admit per
     call exercise the session's chunking.
     """
-    from unioncam_rt.export.tensorrt_build import tensorrt_available
+    from unioncam_rt.exporting.tensorrt_build import tensorrt_available
 
     reason = tensorrt_available()
     if reason:

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from unioncam_rt.compare import compare  # noqa: E402
-from unioncam_rt.export.pipeline import ExportConfig, export_model  # noqa: E402
+from unioncam_rt.exporting.pipeline import ExportConfig, export_model  # noqa: E402
 from unioncam_rt.runtime.exported import ExportedEngine  # noqa: E402
 from unioncam_rt.sources.torch_source import build_classifier  # noqa: E402
 

@@ -168,7 +168,7 @@ def test_explain_from_the_cache_loads_only_the_backend_it_runs(lite_engine_dir, 
         except SystemExit as exc:
             assert exc.code in (0, None), exc.code
         loaded = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnxruntime", "onnx")
-                  or m.startswith("unioncam_rt.export.")]  # the package itself is an empty namespace
+                  or m.startswith("unioncam_rt.exporting.")]  # the package itself is an empty namespace
         assert not loaded, loaded
         print("ONLY-OPENVINO OK")
     """)

@@ -26,7 +26,7 @@ def test_sizes_parse():
 
 
 def test_both_sessions_use_one_mapped_copy_of_every_weight(lite_engine_dir):
-    from unioncam_rt.export.weights import shareable_initializers
+    from unioncam_rt.exporting.weights import shareable_initializers
     from unioncam_rt.runtime.exported import ExportedEngine
     from unioncam_rt.runtime.weights import mapped_file
 
@@ -36,7 +36,7 @@ def test_both_sessions_use_one_mapped_copy_of_every_weight(lite_engine_dir):
         proto = onnx.load(str(lite_engine_dir / graph), load_external_data=False)
         external = {t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
         # every weight of a Conv/Gemm/MatMul is shared; the graph reads its other (small)
-        # external tensors itself, which ONNX Runtime's optimisers may rewrite (export/weights.py)
+        # external tensors itself, which ONNX Runtime's optimisers may rewrite (exporting/weights.py)
         weights = external & shareable_initializers(proto)
         assert weights and set(session._shared) == weights
         unshared = sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer if t.name in external - weights)
@@ -77,7 +77,7 @@ def test_the_memory_budget_is_honoured(tmp_path):
     (about 1.7 GB) and under --max-memory 450MB; peaks measured in fresh processes."""
     from PIL import Image
 
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),

@@ -112,7 +112,7 @@ def dds_with_unknown_pixel_format() -> bytes:
 @pytest.fixture(scope="module")
 def tiny_engine_dir(tmp_path_factory):
     pytest.importorskip("torch")
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
 
     from .conftest import tiny_model
 

@@ -401,7 +401,7 @@ def test_example_config_is_a_valid_serve_config_that_builds(tmp_path):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from unioncam_rt.export.pipeline import ExportConfig, export_model
+    from unioncam_rt.exporting.pipeline import ExportConfig, export_model
     from unioncam_rt.serve.app import build_app
 
     from .conftest import tiny_model

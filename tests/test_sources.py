@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 import unioncam_rt  # noqa: E402
 from unioncam_rt.cli import app  # noqa: E402
 from unioncam_rt.errors import UnionCamError  # noqa: E402
-from unioncam_rt.export.pipeline import ExportConfig, export_model  # noqa: E402
+from unioncam_rt.exporting.pipeline import ExportConfig, export_model  # noqa: E402
 
 from . import heads  # noqa: E402
 

@@ -1,15 +1,13 @@
 """unioncam-rt: UnionCAM explanations of CNN classifiers, fast enough for production.
 
-Pipeline: model sources (`sources`, `zoo`) -> export (`export`) -> engines (`runtime`) ->
+Pipeline: model sources (`sources`, `zoo`) -> export (`exporting`) -> engines (`runtime`) ->
 the method (`method`) -> `explain` / CLI.
 
 Python API: `export` (any classifier -> an engine directory), `Explainer` and `explain`.
 """
 
 from ._version import __version__
-
-from . import export as _export_package  # noqa: E402,F401  (see the note at `export` below)
-from .errors import UnionCamError  # noqa: E402
+from .errors import UnionCamError
 
 
 def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=None, std=None, weights=None,
@@ -27,22 +25,16 @@ def export(model, out, *, target_layer=None, labels=None, input_size=None, mean=
         layout: an ONNX input's layout (``nchw`` or ``nhwc``; default: detected).
         target_layout: the target output's layout: ``nchw``, ``nhwc``, or ``tokens`` (torch
             transformers' ``[B, N, C]``); default: detected.
-        **options: `unioncam_rt.export.pipeline.ExportConfig` fields (``opset``, ``check``,
+        **options: `unioncam_rt.exporting.pipeline.ExportConfig` fields (``opset``, ``check``,
             ``tensorrt``, ``fp16``, ``max_batch``).
 
     Returns:
         The `ExportReport` (files, parity, manifest).
     """
-    from .export.pipeline import ExportConfig, export_model
+    from .exporting.pipeline import ExportConfig, export_model
 
     return export_model(ExportConfig(model, out, weights, labels, target_layer, input_size, mean, std, layout,
                                      target_layout, **options))
-
-
-# Importing the ``unioncam_rt.export`` subpackage above (a light module, no torch) binds it
-# as this package's ``export`` attribute once; the function defined after it takes the
-# name, so ``unioncam_rt.export(...)`` exports while ``from unioncam_rt.export.pipeline
-# import ...`` still finds the subpackage through ``sys.modules``.
 
 
 def explain(image, model=None, target=None, method="unioncam", **kwargs):

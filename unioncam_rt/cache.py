@@ -56,7 +56,7 @@ def _stale_tensorrt(directory: Path, precision: str) -> str | None:
 def _export_pipeline(why: str):
     """The export pipeline module, or a `UnionCamError` saying ``why`` it was needed."""
     try:
-        from .export import pipeline
+        from .exporting import pipeline
     except DependencyError as exc:
         raise UnionCamError(f"{why} and torch/onnx are not installed to make one: pass --engine DIR "
                             f"(from unioncam-rt export), or pip install 'unioncam-rt[export]'") from exc

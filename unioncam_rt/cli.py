@@ -296,7 +296,7 @@ def export(
     list_layers: Annotated[bool, typer.Option("--list-layers", help="List candidate target layers and exit (as unioncam-rt inspect).")] = False,
 ):
     """Export a classifier: features.onnx (logits, activations, gradients), scores.onnx, weights.bin, manifest.json."""
-    from .export.pipeline import ExportConfig, export_model
+    from .exporting.pipeline import ExportConfig, export_model
 
     if list_layers:
         inspect(model, weights, input_size, layout)
@@ -329,7 +329,7 @@ def quantize(
     limit: Annotated[int, typer.Option(min=1, help="Use at most this many calibration images.")] = 32,
 ):
     """Static INT8 (QDQ) scoring graph for the CPU fast mode (explain --precision int8)."""
-    from .export.quantize import quantize_scores
+    from .exporting.quantize import quantize_scores
 
     with user_errors():
         report = quantize_scores(engine, list(calibration), limit)

@@ -82,8 +82,8 @@ def describe(model: str, weights: str | None = None, input_size=None, layout: st
 
 
 def _describe_onnx(path: Path, input_size, layout: str | None) -> str:
-    from .export.onnx_classifier import list_tensors
-    from .export.onnx_targets import default_target
+    from .exporting.onnx_classifier import list_tensors
+    from .exporting.onnx_targets import default_target
 
     found = list_tensors(path, input_size, layout)
     default = default_target(found)

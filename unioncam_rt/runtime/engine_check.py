@@ -3,7 +3,7 @@ manifest says. Torch-free, and needs no ``onnx``: the declarations are read from
 backend's own session (ONNX Runtime's inputs/outputs, OpenVINO's compiled ports,
 TensorRT's engine tensors).
 
-Export declares true shapes (`unioncam_rt.export.graphs`): every batch axis symbolic and
+Export declares true shapes (`unioncam_rt.exporting.graphs`): every batch axis symbolic and
 every other axis concrete. From the manifest, the graphs must declare
 
 * ``features``: ``image [B, 3, H, W]`` and ``class_index [B]`` in; ``logits [B, C]``,

@@ -162,7 +162,7 @@ class ModelSource:
         layout: ONNX input layout ``nchw`` or ``nhwc`` (default: detected from the input).
         target_layout: layout of the target's output: ``nchw`` or ``nhwc``, or ``tokens``
             (torch models: a transformer's ``[B, N, C]``). Default: inferred (ONNX: from the
-            graph, see `unioncam_rt.export.onnx_targets`; torch: from the output's shape, see
+            graph, see `unioncam_rt.exporting.onnx_targets`; torch: from the output's shape, see
             `unioncam_rt.sources.target_map`).
     """
 

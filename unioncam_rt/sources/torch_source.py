@@ -50,7 +50,7 @@ class TargetCopy(torch.autograd.Function):
     reads (``nn.Identity``, a skip around it), the graph could not tell the module's
     consumers from the others; the marker keeps them apart, and the export differentiates
     with respect to the marker's output: the partial derivative autograd gives at the
-    hooked output (`unioncam_rt.export.torch_to_onnx` turns it into an ``Identity``).
+    hooked output (`unioncam_rt.exporting.torch_to_onnx` turns it into an ``Identity``).
     """
 
     @staticmethod

@@ -19,7 +19,7 @@ window's gradient to the *first* maximum in row-major order (even for ties), sum
 overlapping windows.
 
 Shapes: rules read static shapes of head tensors (``None`` for the batch axis), measured by
-running the forward graph (see `unioncam_rt.export.graphs`).
+running the forward graph (see `unioncam_rt.exporting.graphs`).
 """
 
 from __future__ import annotations

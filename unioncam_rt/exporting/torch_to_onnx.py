@@ -4,7 +4,7 @@ The whole network (normalisation included) is traced once with torch's TorchScri
 exporter; the target module's output is caught by a forward hook, so any ``forward`` code
 works. The rest of the network reads it through a ``TargetCopy`` marker (see
 `unioncam_rt.sources.torch_source.TargetCopy`), which becomes an ``Identity`` whose output
-is the tensor the head's backward differentiates (`unioncam_rt.export.backward`): what
+is the tensor the head's backward differentiates (`unioncam_rt.exporting.backward`): what
 autograd gives at the hooked output, even inside a residual block. The output itself,
 read as ``[B, K, h, w]`` (`feature_map`: channels-last and token outputs too), is the
 graph's ``activations``.
