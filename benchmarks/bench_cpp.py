@@ -72,11 +72,9 @@ def ensure_build(build: Path) -> None:
 
 
 def python_has_openvino() -> bool:
-    try:
-        from unioncam_rt.runtime.factory import BACKENDS
-    except ImportError:
-        return False
-    return "openvino" in BACKENDS
+    from unioncam_rt.runtime.backends import installed
+
+    return installed("openvino")
 
 
 def run_library(build: Path, engine: Path, method: str, batch_size: int, precision: str, budget: str,

@@ -101,7 +101,6 @@ def worker(args) -> dict:
             np.save(maps_dir / f"{path.stem}.npy", grey[0].astype(np.float32))
     else:
         from unioncam_rt.explainer import Explainer
-
         from unioncam_rt.presets import resolve_mode
 
         backend, precision, budget = {

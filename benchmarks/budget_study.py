@@ -56,9 +56,9 @@ class Photo:
         from unioncam_rt.images import load_image
         from unioncam_rt.method import gradient
         from unioncam_rt.method.cams import MethodContext, finalize, union_of
+        from unioncam_rt.method.engine import FeatureBatch
         from unioncam_rt.method.ops import is_constant, minmax, relu
         from unioncam_rt.method.scoring import MaskBatch, ScoreCounter
-        from unioncam_rt.method.engine import FeatureBatch
 
         self._union_of, self._finalize, self._relu = union_of, finalize, relu
         self.image = load_image(path, engine.input_size).array[None]

@@ -133,7 +133,7 @@ def main() -> None:
     base = results["exact"]
     keys = ["avg_drop", "avg_increase"] + (["insertion", "deletion"] if args.curves else [])
     table = []
-    for name, entry in results.items():
+    for entry in results.values():
         table.append([entry["label"], f"{entry['median_s']:.3f}", f"{entry['mean_s']:.3f}", f"{entry['mean_passes']:.0f}",
                       entry["rechecked"],
                       f"{entry['pearson_mean']:.4f}", f"{entry['pearson_min']:.4f}", entry["photos_below_0.99"],

@@ -31,7 +31,7 @@ DEFAULT_CPP = ("resnet18", "densenet121", "convnext_atto", "efficientnet_b0")
 PHOTO_BUDGET = "cover0.85:320"  # the photo's explain time: ONNX Runtime fp32 at --fast's channel budget
 
 
-def cpp_map(engine: Path, photo: Path, out: Path) -> "np.ndarray":
+def cpp_map(engine: Path, photo: Path, out: Path):
     """The C++ CLI's map of ``photo`` (budget 16), built from cpp/ first."""
     import numpy as np
     from bench_cpp import ensure_build
@@ -47,8 +47,8 @@ def cpp_map(engine: Path, photo: Path, out: Path) -> "np.ndarray":
 
 def worker(case_id: str, form: str, size: int, cpp: bool) -> dict:
     import numpy as np
-    from tests.model_matrix import BY_ID, run
 
+    from tests.model_matrix import BY_ID, run
     from unioncam_rt import Explainer
 
     with tempfile.TemporaryDirectory() as scratch:

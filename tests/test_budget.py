@@ -63,10 +63,10 @@ def test_fill_weights():
 
 
 def test_budget_limits_passes_and_is_recorded(tiny_engine, tiny_images):
+    from PIL import Image
+
     from unioncam_rt.explainer import Explainer
     from unioncam_rt.images import LoadedImage
-
-    from PIL import Image
 
     loaded = [LoadedImage(None, Image.new("RGB", (32, 32)), image) for image in tiny_images]
     exact = Explainer(engine=tiny_engine).explain_loaded(loaded, [-1] * 4)

@@ -10,15 +10,16 @@ import pytest
 
 pytest.importorskip("ray", reason="needs ray: pip install 'unioncam-rt[serve]'")
 
-from unioncam_rt.cli import ExplainConfig, run_explain  # noqa: E402
 from unioncam_rt.distributed.cluster import WorkerPool  # noqa: E402
-from unioncam_rt.distributed.explain_job import explain_on_ray  # noqa: E402
+from unioncam_rt.jobs.explain import ExplainConfig, explain_images  # noqa: E402
+from unioncam_rt.jobs.resume import RUN_FILE  # noqa: E402
+from unioncam_rt.jobs.settings import RayRun  # noqa: E402
 from unioncam_rt.runtime.factory import EngineOptions  # noqa: E402
 
 from .conftest import DEV_IMAGES, dev_rows  # noqa: E402
 
 pytestmark = pytest.mark.serve
-POOL = WorkerPool(workers=2)
+ON_RAY = RayRun(pool=WorkerPool(workers=2))
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,9 @@ def photos(tmp_path_factory):
     return folder
 
 
-def explain_config(inputs, out, engine_dir, method="unioncam"):
+def explain_config(inputs, out, engine_dir, method="unioncam", ray=ON_RAY):
     return ExplainConfig([Path(inputs)], Path(out), None, EngineOptions(engine_dir=Path(engine_dir)), None, method,
-                         10.0, None, True)
+                         10.0, None, True, ray=ray)
 
 
 def without_timings(path: Path) -> dict:
@@ -70,7 +71,9 @@ def assert_same_outputs(serial: Path, distributed: Path) -> None:
     names = sorted(p.name for p in serial.iterdir())
     assert names == sorted(p.name for p in distributed.iterdir())
     for name in names:
-        if name.endswith(".json"):
+        if name == RUN_FILE:  # the run's settings: the same, Ray or not
+            assert json.loads((serial / name).read_text()) == json.loads((distributed / name).read_text())
+        elif name.endswith(".json"):
             assert_close(without_timings(serial / name), without_timings(distributed / name), name)
         elif name.endswith(".npy"):
             np.testing.assert_allclose(np.load(serial / name), np.load(distributed / name), atol=1e-6)
@@ -81,8 +84,8 @@ def assert_same_outputs(serial: Path, distributed: Path) -> None:
 @pytest.mark.slow
 def test_explain_dir_on_ray_writes_the_serial_files_and_resumes(local_ray, photos, lite_engine_dir, tmp_path):
     ray_out, serial_out = tmp_path / "ray", tmp_path / "serial"
-    assert explain_on_ray(explain_config(photos, ray_out, lite_engine_dir), pool=POOL, progress=False) == 0
-    assert run_explain(explain_config(photos, serial_out, lite_engine_dir)) == 0
+    assert explain_images(explain_config(photos, ray_out, lite_engine_dir), progress=False) == 0
+    assert explain_images(explain_config(photos, serial_out, lite_engine_dir, ray=None)) == 0
     assert len(list(ray_out.glob("*.json"))) == 4
     assert_same_outputs(serial_out, ray_out)
 
@@ -92,7 +95,7 @@ def test_explain_dir_on_ray_writes_the_serial_files_and_resumes(local_ray, photo
     (ray_out / f".{second.name}.123.tmp").write_bytes(b"{")
     redone = first.name[: -len(".json")]
     kept = {p.name: p.stat().st_mtime_ns for p in ray_out.glob("*") if not p.name.startswith(redone)}
-    assert explain_on_ray(explain_config(photos, ray_out, lite_engine_dir), pool=POOL, progress=False) == 0
+    assert explain_images(explain_config(photos, ray_out, lite_engine_dir), progress=False) == 0
     assert first.is_file()
     assert all(p.stat().st_mtime_ns == kept[p.name] for p in ray_out.glob("*") if p.name in kept)
     (ray_out / f".{second.name}.123.tmp").unlink()
@@ -106,7 +109,7 @@ def test_bad_files_are_listed_and_the_rest_written(local_ray, photos, lite_engin
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (folder / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
-    assert explain_on_ray(explain_config(folder, out, lite_engine_dir, "gradcam"), pool=POOL, progress=False) == 1
+    assert explain_images(explain_config(folder, out, lite_engine_dir, "gradcam"), progress=False) == 1
     assert sorted(p.name for p in out.glob("*.json")) == ["good.json"]
 
 
@@ -116,23 +119,22 @@ def test_bad_options_are_refused_before_any_work(local_ray, photos, lite_engine_
     config = explain_config(photos, tmp_path / "out", lite_engine_dir)
     config.target = "not-a-class"
     with pytest.raises(UnionCamError, match="unknown class name"):
-        explain_on_ray(config, pool=POOL, progress=False)
+        explain_images(config, progress=False)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_evaluate_on_ray_matches_serial_and_resumes(local_ray, photos, lite_engine_dir, tmp_path):
     pytest.importorskip("matplotlib")
-    from unioncam_rt.distributed.evaluate_job import evaluate_on_ray
-    from unioncam_rt.evaluate import EvaluateConfig, evaluate
+    from unioncam_rt.jobs.evaluate import EvaluateConfig, evaluate
 
-    def config(out):
+    def config(out, ray=ON_RAY):
         return EvaluateConfig([photos], None, ["gradcam", "layercam"], 3, out, True, 2,
-                              engine=EngineOptions(engine_dir=lite_engine_dir))
+                              engine=EngineOptions(engine_dir=lite_engine_dir), ray=ray)
 
     ray_out, serial_out = tmp_path / "ray", tmp_path / "serial"
-    evaluate_on_ray(config(ray_out), pool=POOL, progress=False)
-    evaluate(config(serial_out), progress=False)
+    evaluate(config(ray_out), progress=False)
+    evaluate(config(serial_out, ray=None), progress=False)
 
     def records(out):
         lines = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
@@ -147,6 +149,6 @@ def test_evaluate_on_ray_matches_serial_and_resumes(local_ray, photos, lite_engi
     # interrupted after two records, the second cut mid-line: the rest is redone
     lines = (ray_out / "records.jsonl").read_text().splitlines(keepends=True)
     (ray_out / "records.jsonl").write_text("".join(lines[:1]) + lines[1][:20])
-    evaluate_on_ray(config(ray_out), pool=POOL, progress=False)
+    evaluate(config(ray_out), progress=False)
     assert_close(records(ray_out), records(serial_out))
     assert (ray_out / "results.csv").read_text() == (serial_out / "results.csv").read_text()

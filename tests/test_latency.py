@@ -2,7 +2,6 @@
 and an explain path that loads only what it runs."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -3,8 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from unioncam_rt.metrics import (AverageDropIncrease, InsertionDeletion, causal_curves, drop_and_increase,
-                                 pixel_order, trapezoid_auc)
+from unioncam_rt.metrics import (
+    AverageDropIncrease,
+    InsertionDeletion,
+    causal_curves,
+    drop_and_increase,
+    pixel_order,
+    trapezoid_auc,
+)
 
 
 class BrightnessEngine:
@@ -66,8 +72,8 @@ def test_evaluate_writes_reports_resumes_and_matches_an_independent_check(tmp_pa
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from unioncam_rt.evaluate import EvaluateConfig, evaluate
     from unioncam_rt.images import load_image
+    from unioncam_rt.jobs.evaluate import EvaluateConfig, evaluate
     from unioncam_rt.sources import ModelSource
     from unioncam_rt.sources.torch_source import build_classifier
 

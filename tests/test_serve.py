@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import random
 import signal
 import socket
 import subprocess

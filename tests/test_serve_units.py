@@ -148,7 +148,7 @@ def test_serve_and_distributed_modules_do_not_import_ray():
 
     modules = ["unioncam_rt", "unioncam_rt.serve.command", "unioncam_rt.serve.runner", "unioncam_rt.serve.app",
                "unioncam_rt.serve.http", "unioncam_rt.serve.deployments", "unioncam_rt.serve.worker",
-               "unioncam_rt.distributed.explain_job", "unioncam_rt.distributed.evaluate_job"]
+               "unioncam_rt.jobs.explain", "unioncam_rt.jobs.explain_ray", "unioncam_rt.jobs.evaluate_ray"]
     code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

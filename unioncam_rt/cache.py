@@ -92,16 +92,27 @@ def cached_engine_dir(source: ModelSource, tensorrt_precision: str | None = None
     return directory
 
 
+def prebuilt_precision(options: EngineOptions) -> str | None:
+    """The precision whose engines the cache entry must hold for ``options`` (a backend that
+    builds engines into the directory, TensorRT), else None."""
+    return options.precision if options.spec.builds_engines else None
+
+
+def needs_cache_entry(options: EngineOptions) -> bool:
+    """True when ``options`` run a cache entry: a backend that reads an engine directory,
+    and no ``--engine`` directory given."""
+    return options.spec.reads_engine_dir and options.engine_dir is None
+
+
 def open_cached_engine(source: ModelSource | None, options: EngineOptions, progress: bool = False) -> CamEngine:
     """Open an engine for ``source``: ``options.engine_dir`` if given, else the cache entry
     (exported on first use); the torch backend builds the torch model instead."""
-    options.check()
     if source is None and options.engine_dir is None:
         source = ModelSource(DEFAULT_MODEL)
-    if options.backend == "torch" or options.engine_dir is not None:
+    if not needs_cache_entry(options):
         model = source.name if source is not None and options.engine_dir is not None else None
         return open_engine(options, source, model)
-    precision = options.precision if options.backend == "tensorrt" else None
+    precision = prebuilt_precision(options)
     if precision is None:
         try:  # opening checks the entry (manifest, hashes) once; only a bad or missing one is exported
             return open_engine(replace(options, engine_dir=cache_dir(source)), source)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .errors import UnionCamError
-from .zoo.spec import DEFAULT_MODEL, MODELS
+from .runtime.backends import DEFAULT_BACKEND, backends_help, precisions_help
+from .zoo.spec import DEFAULT_MODEL, MODELS, models_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=(
     "UnionCAM explanations of CNN classifiers, fast enough for production."))
@@ -75,109 +72,14 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
-def _existing_ancestor(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (as anything, a file included)."""
-    path = Path(os.path.abspath(path))
-    while not os.path.lexists(path) and path.parent != path:
-        path = path.parent
-    return path
-
-
-def check_out_dir(out: Path, option: str = "--out") -> None:
-    """Refuse an output folder the run could not write, before any work and without
-    creating anything: ``out`` (or, if it does not exist yet, its nearest existing
-    ancestor, where it will be created) must be a folder in which a file can be made."""
-    existing = _existing_ancestor(out)
-    if not existing.is_dir():
-        what = "is a file" if existing == Path(os.path.abspath(out)) else f"lies under {existing}, a file"
-        raise UnionCamError(f"{option} {out} {what}, not a folder; choose a folder to write to")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".unioncam-rt-write-probe-", dir=existing)
-    except OSError as exc:
-        where = "" if existing == Path(os.path.abspath(out)) else f" (it would be created in {existing})"
-        raise UnionCamError(f"{option} {out} is not writable{where}: {exc.strerror or exc}; choose a folder you "
-                            "can write to") from None
-    os.close(handle)
-    os.unlink(probe)
-
-
-@dataclass
-class ExplainConfig:
-    inputs: list[Path]
-    out: Path
-    source: object  # ModelSource | None
-    engine: object  # EngineOptions
-    target: str | None
-    method: str
-    theta: float
-    batch_size: int | None
-    save_npy: bool
-    max_memory: str | None = None
-    budget: object = None  # Budget
-
-
-def _write_one(path: Path, result, config: ExplainConfig, stem: str) -> str | UnionCamError:
-    """Write one explanation's files; the line to print, or the error (the run goes on)."""
-    from .outputs import explanation_line, write_explanation
-
-    try:
-        write_explanation(result, config.out, stem, config.save_npy)
-    except OSError as exc:
-        return UnionCamError(f"{path}: cannot write {config.out / stem}.* ({exc.strerror or exc})")
-    return explanation_line(path.name, result, config.out / stem)
-
-
-def run_explain(config: ExplainConfig) -> int:
-    """Explain every input image into ``config.out``; returns the exit code."""
-    from tqdm.auto import tqdm
-
-    from .explainer import Explainer
-    from .images import list_images
-    from .outputs import unique_stems
-
-    from .cache import open_cached_engine
-
-    config.engine.check()
-    check_out_dir(config.out)
-    paths = list_images(config.inputs)
-    engine = open_cached_engine(config.source, config.engine, progress=True)
-    explainer = Explainer(engine=engine, method=config.method, theta=config.theta, batch_size=config.batch_size,
-                          max_memory=config.max_memory, budget=config.budget, progress=True)
-    if config.max_memory is not None:
-        typer.echo(f"--max-memory {config.max_memory}: {explainer.options.batch_size} masked images per engine call",
-                   err=True)
-    explainer.class_index(config.target)  # refuse a bad --class before any work
-    stems = dict(zip(paths, unique_stems(paths)))
-    failures: list[str] = []
-    with tqdm(total=len(paths), desc="images", unit="img", disable=None) as bar:
-        for path, outcome in explainer.iter_files(paths, config.target):
-            if not isinstance(outcome, UnionCamError):
-                outcome = _write_one(path, outcome, config, stems[path])
-            if isinstance(outcome, UnionCamError):
-                failures.append(str(outcome))
-                tqdm.write(f"error: {outcome}", file=sys.stderr)
-            else:
-                tqdm.write(outcome)
-            bar.update(1)
-    if failures:
-        typer.echo(f"{len(failures)} of {len(paths)} images failed:", err=True)
-        for line in failures:
-            typer.echo(f"  {line}", err=True)
-        return 1
-    return 0
-
-
 EngineOpt = Annotated[Optional[Path], typer.Option(
     "--engine", help="Exported engine directory (unioncam-rt export). Default: export the model once into the cache "
     "and reuse it.")]
-BackendOpt = Annotated[Optional[str], typer.Option(
-    help="onnxruntime (default; torch-free), openvino (CPU, torch-free; pip install 'unioncam-rt[openvino]'), "
-    "tensorrt, or torch (the reference).")]
+BackendOpt = Annotated[Optional[str], typer.Option(help=f"{backends_help()}. Default: {DEFAULT_BACKEND}.")]
 ProvidersOpt = Annotated[Optional[str], typer.Option(
     help="ONNX Runtime providers, comma-separated, e.g. CPUExecutionProvider. Default: TensorRT, CUDA, CPU as installed.")]
 PrecisionOpt = Annotated[Optional[str], typer.Option(
-    help="fp32 (default, exact); bf16 (openvino); fp16 (tensorrt, torch on CUDA); int8 (onnxruntime, after "
-    "unioncam-rt quantize). Every mode but fp32 is approximate: see the README's fidelity table.")]
+    help=f"{precisions_help()}. Every mode but fp32 is approximate: see the README's fidelity table.")]
 BudgetOpt = Annotated[Optional[str], typer.Option(
     "--budget", help="Region-map channels scored per image: 0 or exact (default), a count K (e.g. 128), or "
     "coverS[:K] (the fewest channels whose selection statistic covers share S of the total, at most K), optionally "
@@ -197,17 +99,6 @@ RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Wit
                           "HOST:6379, ray://HOST:10001); implies --ray. Default: a local Ray in this process.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="With --ray: workers (engines). Default: "
                        "one per CPU of the cluster.")]
-
-
-def ray_job(ray, ray_address, workers):
-    """(RayTarget, WorkerPool) when the run goes to Ray, else None."""
-    if not ray and ray_address is None:
-        if workers is not None:
-            raise UnionCamError("--workers applies to --ray runs")
-        return None
-    from .distributed.cluster import RayTarget, WorkerPool
-
-    return RayTarget(ray_address), WorkerPool(workers)
 
 
 def run_mode(backend, precision, budget, rule, fill, fast):
@@ -260,19 +151,16 @@ def explain(
     workers: WorkersOpt = None,
 ):
     """Explain images: writes <stem>.overlay.png, <stem>.cam.png and <stem>.json per image."""
+    from .jobs.explain import ExplainConfig, explain_images
+    from .jobs.settings import RayRun
+
     with user_errors():
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
-        check_out_dir(out)
-        config = ExplainConfig(list(images), out, source, engine_options(engine, mode, providers, device),
-                               target, method, theta, batch_size, save_npy, max_memory, mode.budget)
-        job = ray_job(ray, ray_address, workers)
-        if job is None:
-            code = run_explain(config)
-        else:
-            from .distributed.explain_job import explain_on_ray
-
-            code = explain_on_ray(config, *job)
+        config = ExplainConfig(list(images), out, source, engine_options(engine, mode, providers, device), target,
+                               method, theta, batch_size, save_npy, max_memory, mode.budget,
+                               RayRun.from_options(ray, ray_address, workers))
+        code = explain_images(config)
     raise typer.Exit(code)
 
 
@@ -369,7 +257,9 @@ def evaluate(
     workers: WorkersOpt = None,
 ):
     """Score methods with Average Drop/Increase and Insertion/Deletion; writes results, tables, plots, report."""
-    from .evaluate import EvaluateConfig, evaluate as run, markdown_table
+    from .jobs.evaluate import EvaluateConfig, markdown_table
+    from .jobs.evaluate import evaluate as run
+    from .jobs.settings import RayRun
 
     with user_errors():
         if labels is not None and labels_csv is None and labels.suffix.lower() == ".csv":
@@ -379,17 +269,11 @@ def evaluate(
             raise UnionCamError("give images or folders, or --labels-csv CSV")
         source = model_source(model, weights, labels, target_layer, input_size, mean, std, layout, target_layout)
         mode = run_mode(backend, precision, budget, budget_rule, budget_fill, fast)
-        check_out_dir(out)
         config = EvaluateConfig(list(images or []), labels_csv, [m.strip() for m in methods.split(",") if m.strip()],
                                 limit, out, save_maps, gallery, batch_size, theta,
-                                engine_options(engine, mode, None, "cpu"), source, max_memory, mode.budget)
-        job = ray_job(ray, ray_address, workers)
-        if job is None:
-            aggregate = run(config)
-        else:
-            from .distributed.evaluate_job import evaluate_on_ray
-
-            aggregate = evaluate_on_ray(config, *job)
+                                engine_options(engine, mode, None, "cpu"), source, max_memory, mode.budget,
+                                RayRun.from_options(ray, ray_address, workers))
+        aggregate = run(config)
     typer.echo(markdown_table(aggregate))
     typer.echo(f"wrote {out}/results.json, results.csv, table.md, curves.png, report.html")
 
@@ -397,9 +281,7 @@ def evaluate(
 @app.command()
 def models():
     """List the zoo models."""
-    for spec in MODELS.values():
-        where = "offline" if spec.offline else "torchvision download or --weights"
-        typer.echo(f"{spec.name:20s} target {spec.target_layer}; weights: {where}. {spec.summary}")
+    typer.echo(models_table())
 
 
 from .serve.command import serve_command  # noqa: E402  (typer only; ray is imported when it runs)

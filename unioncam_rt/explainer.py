@@ -13,16 +13,16 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .cache import open_cached_engine
 from .errors import ImageError, ModelError, UnionCamError
 from .images import LoadedImage, load_image, unreadable_link
-from .results import Explanation, group_timings, with_own_time
-from .method import METHODS, Budget, MethodContext, MethodOptions, finalize
-from .method.ops import softmax
-from .method.scoring import ScoreCounter
-from .method.engine import CamEngine
-from .cache import open_cached_engine
 from .manifest import MANIFEST_NAME
 from .memory import DEFAULT_BATCH, batch_for_memory, parse_size
+from .method import METHODS, Budget, MethodContext, MethodOptions, finalize
+from .method.engine import CamEngine
+from .method.ops import softmax
+from .method.scoring import ScoreCounter
+from .results import Explanation, group_timings, with_own_time
 from .runtime.factory import EngineOptions
 from .sources import ModelSource
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UnionCamError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -50,3 +52,29 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (as anything, a file included)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder a run could not write, before any work and without
+    creating anything: ``out`` (or, if it does not exist yet, its nearest existing
+    ancestor, where it will be created) must be a folder in which a file can be made."""
+    existing = _existing_ancestor(out)
+    if not existing.is_dir():
+        what = "is a file" if existing == Path(os.path.abspath(out)) else f"lies under {existing}, a file"
+        raise UnionCamError(f"{option} {out} {what}, not a folder; choose a folder to write to")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".unioncam-rt-write-probe-", dir=existing)
+    except OSError as exc:
+        where = "" if existing == Path(os.path.abspath(out)) else f" (it would be created in {existing})"
+        raise UnionCamError(f"{option} {out} is not writable{where}: {exc.strerror or exc}; choose a folder you "
+                            "can write to") from None
+    os.close(handle)
+    os.unlink(probe)

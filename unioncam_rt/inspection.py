@@ -38,8 +38,14 @@ def describe(model: str, weights: str | None = None, input_size=None, layout: st
     if source.kind == "onnx":
         return _describe_onnx(Path(model), source.input_size, layout)
     from .sources.conventions import conventional_target
-    from .sources.torch_source import (DEFAULT_INPUT_SIZE, Normalize, layer_maps, list_layers, spatial_candidates,
-                                       unread_patch_layers)
+    from .sources.torch_source import (
+        DEFAULT_INPUT_SIZE,
+        Normalize,
+        layer_maps,
+        list_layers,
+        spatial_candidates,
+        unread_patch_layers,
+    )
     from .zoo.spec import MODELS
     from .zoo.torch_models import build_net
 

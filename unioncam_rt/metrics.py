@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .method.ops import gaussian_blur
 from .method.engine import CamEngine
+from .method.ops import gaussian_blur
 
 PIXELS_PER_STEP = 448
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .method.budget import Budget, TieRule
+from .runtime.backends import installed, native_precisions
 
 # an image whose budgeted betas of the fused and region maps lie within 0.02 is explained
 # again exactly (fp32, every channel): on the 200 development photos the budget flipped the
@@ -37,28 +38,10 @@ class RunMode:
         return f"{self.backend} {self.precision}, budget {self.budget.spec()}{rule}"
 
 
-def cpu_has_bf16() -> bool:
-    """True where OpenVINO reports native bf16 on the CPU (AVX-512 BF16 or AMX)."""
-    try:
-        from .runtime.openvino_session import shared_core
-
-        return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:
-        return False
-
-
-def openvino_installed() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def fast_mode() -> RunMode:
     """The preset on this machine."""
-    if openvino_installed():
-        return RunMode("openvino", "bf16" if cpu_has_bf16() else "fp32", FAST_BUDGET)
+    if installed("openvino"):
+        return RunMode("openvino", "bf16" if "bf16" in native_precisions("openvino") else "fp32", FAST_BUDGET)
     return RunMode("onnxruntime", "fp32", FAST_BUDGET)
 
 

@@ -1,9 +1,8 @@
-"""Running on Ray (the ``serve`` extra): ``explain DIR --ray`` and ``evaluate --ray`` on Ray Data.
+"""Ray plumbing for the jobs that run on Ray Data (`unioncam_rt.jobs`) and the service (the
+``serve`` extra):
 
-* `engines` - the engine a worker opens, resolved (exported) once in the driver;
-* `cluster` - connecting to a Ray cluster or starting a local one;
-* `explain_job` - explaining a folder with an actor pool, same files as the serial run;
-* `evaluate_job` - an evaluation with an actor pool, resumable through ``records.jsonl``.
+* `cluster` - connecting to a Ray cluster or starting a local one; the actor pool's size;
+* `pool` - rows of an actor-pool job, streamed in input order.
 
 Nothing here imports ray at import time.
 """

@@ -21,8 +21,8 @@ from ..errors import ModelError, UnionCamError, require
 from ..manifest import sha256_file
 from ..sources import ModelSource
 from .graphs import RESERVED, ForwardGraph
-from .onnx_targets import TargetTensor, default_target, target_tensors
 from .onnx_graph import MIN_OPSET, GraphReader, TensorProto, helper, model_opset, rename_tensor, run_onnx
+from .onnx_targets import TargetTensor, default_target, target_tensors
 
 onnx = require("onnx", "export")
 

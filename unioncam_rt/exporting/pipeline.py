@@ -18,8 +18,17 @@ from .._version import __version__
 from ..compare import Comparison
 from ..errors import UnionCamError, require
 from ..fileio import UMASK, atomic_write_bytes
-from ..manifest import (FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, WEIGHTS_FILE, Manifest, describe_target_map,
-                        load_manifest, sha256_file, trt_engine_name)
+from ..manifest import (
+    FEATURES_FILE,
+    MANIFEST_NAME,
+    SCORES_FILE,
+    WEIGHTS_FILE,
+    Manifest,
+    describe_target_map,
+    load_manifest,
+    sha256_file,
+    trt_engine_name,
+)
 from ..progress import StepProgress
 from ..sources import ModelSource, check_labels
 
@@ -284,8 +293,15 @@ def _check_engine(engine, staging: Path, classifier, forward, reference) -> list
     """The parity check on the staged directory: ONNX Runtime against the reference (torch
     autograd, or the user's ONNX graph and central differences), then every other installed
     CPU backend against ONNX Runtime. Raises a one-line error on the first failure."""
-    from .parity import (compare_outputs, engine_outputs, onnx_parity, open_engine, other_backends, sample_inputs,
-                         torch_parity)
+    from .parity import (
+        compare_outputs,
+        engine_outputs,
+        onnx_parity,
+        open_engine,
+        other_backends,
+        sample_inputs,
+        torch_parity,
+    )
 
     images, chosen, masks, index, mask_classes = sample_inputs(forward.input_size, forward.feature_shape,
                                                                forward.num_classes)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError, require
+from ..fileio import UMASK, atomic_write_bytes
 from ..images import list_images, load_image
 from ..manifest import FEATURES_FILE, MANIFEST_NAME, SCORES_FILE, SCORES_INT8_FILE, load_manifest, sha256_file
 from ..method.ops import is_constant, minmax
-from ..fileio import UMASK, atomic_write_bytes
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import CamEngine, FeatureBatch
 from . import gradient
 from .budget import Budget, TieRule, channel_statistic, fill_weights, group_masks, peak_groups, select_channels
+from .engine import CamEngine, FeatureBatch
 from .ops import gaussian_blur, is_constant, minmax, relu, resize_bilinear
 from .scoring import MaskBatch, Progress, ScoreCounter, score_masks
 from .union import FUSED, REGION, choose_fused, fuse, near_tie

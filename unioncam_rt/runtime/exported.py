@@ -7,58 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError
-from ..manifest import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE, EngineDirError, Manifest, load_manifest, trt_engine_name
-from ..method.ops import softmax
+from ..manifest import EngineDirError, load_manifest
 from ..method.engine import FeatureBatch
+from ..method.ops import softmax
+from .backends import open_sessions
 from .engine_check import check_sessions
-from .session import Session
 from .weights import read_index
-
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-
-
-def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: list[str] | None,
-                  precision: str = "fp32", threads: int | None = None) -> tuple[Session, Session, Session | None]:
-    """The features, scores and decision sessions of an engine directory on one backend.
-
-    The decision session scores UnionCAM's three maps (the betas, hence the branch); in the
-    CPU's reduced-precision modes (``int8`` on onnxruntime, ``bf16`` on openvino) it and the
-    features pass stay fp32, so only the per-channel masked passes, nearly all the cost,
-    run in reduced precision. None means: the scores session decides too.
-    """
-    if backend == "onnxruntime":
-        from .onnxruntime_session import OnnxRuntimeSession
-        from .weights import SharedWeights
-
-        if precision == "int8" and SCORES_INT8_FILE not in manifest.files:
-            raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
-                                 f"unioncam-rt quantize --engine {directory}")
-        weights = SharedWeights(directory, manifest)
-        features = OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE))
-        exact = OnnxRuntimeSession(directory / SCORES_FILE, providers, threads, weights.for_graph(SCORES_FILE))
-        if precision != "int8":
-            return features, exact, None
-        return features, OnnxRuntimeSession(directory / SCORES_INT8_FILE, providers, threads), exact
-    if backend == "openvino":
-        from .openvino_session import OpenVinoSession
-
-        features = OpenVinoSession(directory / FEATURES_FILE, "fp32", threads)
-        exact = OpenVinoSession(directory / SCORES_FILE, "fp32", threads)
-        if precision == "fp32":
-            return features, exact, None
-        return features, OpenVinoSession(directory / SCORES_FILE, precision, threads), exact
-    if backend == "tensorrt":
-        from .tensorrt_session import TensorRTSession
-
-        sessions = []
-        for graph in ("features", "scores"):
-            name = trt_engine_name(graph, precision)
-            if name not in manifest.engines:
-                raise EngineDirError(f"{directory} has no {precision} TensorRT engine {name}; "
-                                     f"export with --tensorrt{' --fp16' if precision == 'fp16' else ''}")
-            sessions.append(TensorRTSession(directory / name, manifest.engines[name]))
-        return sessions[0], sessions[1], None
-    raise UnionCamError(f"backend {backend!r} unknown; available: {', '.join(BACKENDS)}, torch")
 
 
 def mask_chunks(image_index: np.ndarray, max_masks: int, max_images: int) -> list[slice]:
@@ -149,7 +103,7 @@ class ExportedEngine:
     @property
     def decision_engine(self):
         """What scores UnionCAM's maps (the betas): this engine, or its fp32 twin in a
-        reduced-precision mode (see `open_sessions`)."""
+        reduced-precision mode (see `unioncam_rt.runtime.backends.open_sessions`)."""
         return self if self.decision_session is None else _DecisionScores(self)
 
     def _masked_probs(self, session, images, masks, image_index, class_index) -> np.ndarray:

@@ -1,13 +1,8 @@
 """Opening an engine: an exported directory on ONNX Runtime, OpenVINO or TensorRT, or the torch reference.
 
-Backends:
-
-* ``onnxruntime`` (default) - the exported graphs in ONNX Runtime; torch-free.
-* ``openvino`` - the exported graphs in OpenVINO (CPU; ``--precision fp32|bf16``); torch-free.
-* ``tensorrt`` - the exported TensorRT engines (``--precision fp32|fp16``).
-* ``torch`` - the PyTorch reference (autograd), CPU or CUDA; needs a torch model.
-
-Exporting on demand (the cache) happens above this module, in `unioncam_rt.cache`.
+The backends and their precisions are the table in `unioncam_rt.runtime.backends`;
+`EngineOptions` are checked against it once, when they are made. Exporting on demand (the
+cache) happens above this module, in `unioncam_rt.cache`.
 """
 
 from __future__ import annotations
@@ -17,11 +12,7 @@ from pathlib import Path
 
 from ..errors import UnionCamError
 from ..method.engine import CamEngine
-
-BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-# what each backend runs besides fp32 (the exact mode every backend has)
-APPROXIMATE = {"onnxruntime": ("int8",), "openvino": ("bf16",), "tensorrt": ("fp16",), "torch": ("fp16",)}
+from .backends import BACKENDS, DEFAULT_BACKEND, Backend, check_mode, get_backend
 
 
 @dataclass
@@ -39,26 +30,23 @@ class EngineOptions:
         threads: ONNX Runtime intra-op threads (default: its own choice).
     """
 
-    backend: str = "onnxruntime"
+    backend: str = DEFAULT_BACKEND
     engine_dir: Path | None = None
     providers: list[str] | None = None
     precision: str = "fp32"
     device: str = "cpu"
     threads: int | None = None
 
-    def check(self) -> None:
-        """Refuse unknown or contradictory options before any work."""
-        if self.backend not in BACKENDS:
-            raise UnionCamError(f"backend {self.backend!r} unknown; available: {', '.join(BACKENDS)}")
-        if self.precision not in PRECISIONS:
-            raise UnionCamError(f"precision {self.precision!r} unknown; available: {', '.join(PRECISIONS)}")
-        if self.backend == "torch" and self.engine_dir is not None:
-            raise UnionCamError("--engine is for the onnxruntime, openvino and tensorrt backends, not torch")
-        allowed = ("fp32", *APPROXIMATE[self.backend])
-        if self.precision not in allowed:
-            where = ", ".join(f"{p} ({b})" for b, ps in APPROXIMATE.items() for p in ps if p == self.precision)
-            raise UnionCamError(f"--precision {self.precision} is not one of {self.backend}'s modes ({self.backend} runs "
-                                f"{' or '.join(allowed)}); {self.precision} runs on: {where}")
+    def __post_init__(self) -> None:
+        """Refuse unknown or contradictory options when they are made, before any work."""
+        check_mode(self.backend, self.precision)
+        if not self.spec.reads_engine_dir and self.engine_dir is not None:
+            raise UnionCamError(f"--engine is for the backends that run an engine directory, not {self.backend}")
+
+    @property
+    def spec(self) -> Backend:
+        """This backend's row of the table."""
+        return get_backend(self.backend)
 
 
 def open_engine(options: EngineOptions, source=None, model: str | None = None) -> CamEngine:
@@ -69,12 +57,12 @@ def open_engine(options: EngineOptions, source=None, model: str | None = None) -
         source: the `unioncam_rt.sources.ModelSource` for the torch backend.
         model: if given with an engine directory, the model name it must hold.
     """
-    options.check()
-    if options.backend == "torch":
+    if not options.spec.reads_engine_dir:
         if source is None:
             raise UnionCamError("the torch backend needs a torch model (--model)")
         if source.kind == "onnx":
-            raise UnionCamError("the torch backend runs torch models; an ONNX model runs on onnxruntime or tensorrt")
+            raise UnionCamError("the torch backend runs torch models; an ONNX model runs on "
+                                + ", ".join(name for name, b in BACKENDS.items() if b.reads_engine_dir))
         from ..sources.torch_source import load_torch_classifier
         from .torch_engine import TorchEngine
 

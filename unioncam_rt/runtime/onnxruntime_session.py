@@ -79,3 +79,21 @@ class OnnxRuntimeSession(Session):
     def close(self) -> None:
         self.session = None
         self._shared = {}
+
+
+def open_sessions(directory: Path, manifest, precision: str, providers: list[str] | None, threads: int | None):
+    """(features, scores, decision) sessions of an engine directory: both graphs read the one
+    shared weights mapping; ``int8`` scores masked images with the quantized graph (made by
+    ``unioncam-rt quantize``) and decides with the fp32 one."""
+    from ..manifest import FEATURES_FILE, SCORES_FILE, SCORES_INT8_FILE, EngineDirError
+    from .weights import SharedWeights
+
+    if precision == "int8" and SCORES_INT8_FILE not in manifest.files:
+        raise EngineDirError(f"{directory} has no INT8 scoring graph; make one with "
+                             f"unioncam-rt quantize --engine {directory}")
+    weights = SharedWeights(directory, manifest)
+    features = OnnxRuntimeSession(directory / FEATURES_FILE, providers, threads, weights.for_graph(FEATURES_FILE))
+    exact = OnnxRuntimeSession(directory / SCORES_FILE, providers, threads, weights.for_graph(SCORES_FILE))
+    if precision != "int8":
+        return features, exact, None
+    return features, OnnxRuntimeSession(directory / SCORES_INT8_FILE, providers, threads), exact

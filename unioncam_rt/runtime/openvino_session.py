@@ -40,6 +40,16 @@ def shared_core():
         return _CORE
 
 
+def native_precisions() -> tuple[str, ...]:
+    """The precisions the CPU computes natively: fp32, and bf16 where OpenVINO reports it
+    (AVX-512 BF16 or AMX)."""
+    try:
+        capabilities = shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:
+        return ("fp32",)
+    return ("fp32", "bf16") if "BF16" in capabilities else ("fp32",)
+
+
 def compiled_folder(path: Path, config: dict[str, str]) -> Path | None:
     """Where the compiled form of ``path`` under ``config`` is kept (None: not kept).
 
@@ -163,3 +173,16 @@ class OpenVinoSession(Session):
     def close(self) -> None:
         self.requests = []
         self.compiled = None
+
+
+def open_sessions(directory: Path, manifest, precision: str, providers: list[str] | None, threads: int | None):
+    """(features, scores, decision) sessions of an engine directory; in ``bf16`` only the
+    masked scoring runs in bf16, the features pass and the decision stay fp32
+    (``providers`` is ONNX Runtime's and ignored here)."""
+    from ..manifest import FEATURES_FILE
+
+    features = OpenVinoSession(directory / FEATURES_FILE, "fp32", threads)
+    exact = OpenVinoSession(directory / SCORES_FILE, "fp32", threads)
+    if precision == "fp32":
+        return features, exact, None
+    return features, OpenVinoSession(directory / SCORES_FILE, precision, threads), exact

@@ -137,3 +137,18 @@ class TensorRTSession(Session):
         if self.stream is not None:
             _check(self.cudart.cudaStreamDestroy(self.stream))
             self.stream = None
+
+
+def open_sessions(directory: Path, manifest, precision: str, providers: list[str] | None, threads: int | None):
+    """(features, scores, None): the directory's TensorRT engines of ``precision``
+    (``providers`` and ``threads`` do not apply)."""
+    from ..manifest import EngineDirError, trt_engine_name
+
+    sessions = []
+    for graph in ("features", "scores"):
+        name = trt_engine_name(graph, precision)
+        if name not in manifest.engines:
+            raise EngineDirError(f"{directory} has no {precision} TensorRT engine {name}; "
+                                 f"export with --tensorrt{' --fp16' if precision == 'fp16' else ''}")
+        sessions.append(TensorRTSession(directory / name, manifest.engines[name]))
+    return sessions[0], sessions[1], None

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UnionCamError, require
 from ..method.engine import FeatureBatch
+from .backends import check_mode
 
 torch = require("torch", "export")
 F = torch.nn.functional
@@ -42,8 +43,7 @@ class TorchEngine:
 
     def __init__(self, classifier, device: str = "cpu", precision: str = "fp32", batch_size: int = 128,
                  compile: bool = False):
-        if precision not in ("fp32", "fp16"):
-            raise UnionCamError(f"the torch backend runs fp32 or fp16, not {precision}")
+        check_mode("torch", precision)
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise UnionCamError("fp16 with the torch backend needs a CUDA device (--device cuda)")

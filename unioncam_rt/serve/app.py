@@ -136,7 +136,7 @@ def build_app(args: dict):
     Raises:
         UnionCamError: an unknown argument or a bad value, in one line.
     """
-    from ..distributed.engines import prepare_engine
+    from ..jobs.engine_spec import prepare_engine
     from ..runtime.factory import EngineOptions
     from ..sources import ModelSource
     from .command import limits_from

@@ -1,6 +1,6 @@
 """``unioncam-rt serve``: the typer command (parse options, build a `ServeConfig`, call
 `run_serve`). Registered by the main CLI, and run alone by ``python -m unioncam_rt.serve``.
-Light at import: typer only; the library is imported when the command runs.
+Light at import: typer and the backends table; the library is imported when the command runs.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from ..runtime.backends import DEFAULT_BACKEND, backends_help, precisions_help
 
 
 def limits_from(max_bytes: str | int | None, max_pixels: int | None):
@@ -29,8 +31,8 @@ def serve_command(
                        "ones.")] = None,
     engine: Annotated[Optional[Path], typer.Option("--engine", help="Exported engine directory (unioncam-rt export). "
                       "On a Ray cluster it must exist at this path on every node.")] = None,
-    backend: Annotated[str, typer.Option(help="onnxruntime, openvino, tensorrt or torch.")] = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32 (exact), bf16, fp16 or int8; see explain.")] = "fp32",
+    backend: Annotated[str, typer.Option(help=backends_help() + ".")] = DEFAULT_BACKEND,
+    precision: Annotated[str, typer.Option(help=precisions_help() + "; see explain.")] = "fp32",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
     replicas: Annotated[int, typer.Option(min=1, help="Replicas, each holding one engine.")] = 1,

@@ -33,7 +33,7 @@ class EngineReplica(EngineWorker):
     """An engine replica: opens the engine once, then explains batches of requests.
 
     Args:
-        spec: the engine to open (`distributed.engines.EngineSpec`).
+        spec: the engine to open (`unioncam_rt.jobs.engine_spec.EngineSpec`).
         settings: limits and explainer options.
         batching: batch size and wait.
         threads: engine intra-op threads (None: the CPUs Ray reserved for the replica).

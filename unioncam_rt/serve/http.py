@@ -15,8 +15,16 @@ import re
 from typing import Protocol
 
 from .decode import ImageLimits
-from .errors import (MethodNotAllowed, NotFound, PayloadTooLarge, Refusal, RequestError, RequestTimeout,
-                     UnsupportedMediaType, refusal)
+from .errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Refusal,
+    RequestError,
+    RequestTimeout,
+    UnsupportedMediaType,
+    refusal,
+)
 from .service import ServiceSettings
 
 MULTIPART_OVERHEAD = 64 * 2**10  # boundaries and part headers allowed on top of --max-bytes

@@ -87,7 +87,7 @@ def run_serve(config: ServeConfig, ready=None) -> None:
     refuse bad options (``--batch-size``, ``--max-memory``) before Ray starts.
     """
     from ..distributed.cluster import RayTarget, cluster_cpus, ray_session
-    from ..distributed.engines import prepare_engine
+    from ..jobs.engine_spec import prepare_engine
     from .app import bind_application
     from .service import ExplainService
 

@@ -64,6 +64,15 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
+def models_table() -> str:
+    """One line per zoo model: name, target layer, where its weights come from, summary."""
+    lines = []
+    for spec in MODELS.values():
+        where = "offline" if spec.offline else "torchvision download or --weights"
+        lines.append(f"{spec.name:20s} target {spec.target_layer}; weights: {where}. {spec.summary}")
+    return "\n".join(lines)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of a zoo model, or a `ModelError` listing the known names."""
     from ..errors import ModelError

@@ -1,8 +1,8 @@
 """``unioncam-rt explain DIR --ray``: a folder explained by an actor pool on Ray Data.
 
-The driver lists the images, names their outputs (`unique_stems`, as the serial run),
-skips images whose outputs are all there (the JSON is written last, so it marks a finished
-image), checks every option by building the `Explainer` once, and starts the pool. Each
+The driver checks every option by building the `Explainer` once, names the outputs and
+keeps an earlier run's finished ones as the serial run does (`unioncam_rt.jobs.explain`,
+`unioncam_rt.jobs.resume`), and starts the pool. Each
 actor holds one engine and one `Explainer` and explains a few images per call (their masks
 share engine calls); it renders the files with `render_explanation` itself, so they are the
 serial run's files byte for byte, and returns their bytes. The driver writes them under
@@ -18,19 +18,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..distributed.cluster import ray_session
+from ..distributed.pool import actor_pool_rows
 from ..errors import UnionCamError, require
-from .cluster import RayTarget, WorkerPool, ray_session
-from .engines import EngineSpec, prepare_engine
-from .pool import actor_pool_rows
+from .engine_spec import EngineSpec, prepare_engine
+from .explain import ExplainConfig, images_still_to_explain, report_failures
 from .settings import MethodSettings
-
-OUTPUT_SUFFIXES = (".overlay.png", ".cam.png", ".json")
-
-
-def finished(out: Path, stem: str, save_npy: bool) -> bool:
-    """True when every output file of ``stem`` is in ``out``."""
-    suffixes = OUTPUT_SUFFIXES + ((".cam.npy",) if save_npy else ())
-    return all((out / f"{stem}{suffix}").is_file() for suffix in suffixes)
 
 
 @dataclass(frozen=True)
@@ -76,42 +69,27 @@ def images_per_call(images: int, workers: int, images_per_step: int) -> int:
     return max(1, min(images_per_step, math.ceil(images / workers)))
 
 
-def explain_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = WorkerPool(),
-                   progress: bool = True) -> int:
-    """Explain ``config.inputs`` into ``config.out`` on Ray; returns the exit code (0, or 1
-    when some images could not be read), like ``run_explain``.
-
-    Args:
-        config: a `unioncam_rt.cli.ExplainConfig` (inputs, out, source, engine, target,
-            method, theta, batch_size, save_npy, max_memory and, where present, budget).
-        target: the Ray cluster (default: a local Ray in this process).
-        pool: actors and CPUs per actor.
-        progress: show a progress bar and one line per image on stderr.
-    """
+def explain_on_ray(config: ExplainConfig, paths: list[Path], progress: bool = True) -> int:
+    """Explain ``paths`` into ``config.out`` on Ray (``config.ray``: the cluster and the
+    pool); returns the exit code, like `unioncam_rt.jobs.explain.explain_images`, which
+    lists the images and calls this."""
     from tqdm.auto import tqdm
 
     from ..fileio import atomic_write_bytes
-    from ..images import list_images
-    from ..outputs import unique_stems
 
     require("ray", "serve")
     out = Path(config.out)
-    paths = list_images(config.inputs)
-    stems = unique_stems(paths)
-    settings = MethodSettings(config.method, config.theta, config.batch_size, config.max_memory,
-                              getattr(config, "budget", None))
-    spec = prepare_engine(config.source, config.engine, progress)
-    images_per_step = _check_options(spec, settings, config.target)
-    todo = [(path, stem) for path, stem in zip(paths, stems) if not finished(out, stem, config.save_npy)]
     say = (lambda line: tqdm.write(line, file=sys.stderr)) if progress else (lambda line: None)
-    if len(todo) < len(paths):
-        say(f"{len(paths) - len(todo)} of {len(paths)} images already have their outputs in {out}; skipping them")
+    spec = prepare_engine(config.source, config.engine, progress)
+    images_per_step = _check_options(spec, config.settings, config.target)
+    todo = images_still_to_explain(config, paths, say)
     failures: list[str] = []
     if todo:
+        target, pool = config.ray.target, config.ray.pool
         with ray_session(target) as ray:
             workers = min(pool.size(ray), len(todo))
             step = images_per_call(len(todo), workers, images_per_step)
-            task = ExplainTask(settings, config.target, config.save_npy, str(out))
+            task = ExplainTask(config.settings, config.target, config.save_npy, str(out))
             items = [{"path": str(p), "stem": s} for p, s in todo]
             with actor_pool_rows(ray, ExplainWorker, (spec.with_threads(pool.cpus_per_worker), task), items, workers,
                                  pool.cpus_per_worker, step) as rows, \
@@ -123,14 +101,10 @@ def explain_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = W
                     else:
                         for suffix, content in zip(row["suffixes"], row["contents"]):
                             atomic_write_bytes(out / f"{row['stem']}{suffix}", bytes(content))
-                        say(row["note"])
+                        if progress:
+                            tqdm.write(row["note"])  # stdout, as the serial run
                     bar.update(1)
-    if failures:
-        say(f"{len(failures)} of {len(paths)} images failed:")
-        for line in failures:
-            say(f"  {line}")
-        return 1
-    return 0
+    return report_failures(failures, len(paths), say)
 
 
 def _check_options(spec: EngineSpec, settings: MethodSettings, target) -> int:

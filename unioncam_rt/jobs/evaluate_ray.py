@@ -1,6 +1,6 @@
 """``unioncam-rt evaluate --ray``: an evaluation spread over an actor pool on Ray Data.
 
-Same inputs, records and reports as `unioncam_rt.evaluate.evaluate`: the driver reads the
+Same inputs, records and reports as the serial run (`unioncam_rt.jobs.evaluate`): the driver reads the
 finished (image, method) pairs from ``records.jsonl``, sends every image with a missing
 method to the pool (one image per actor call), and, as each image comes back, writes its
 maps and gallery thumbnails and then appends its records, so an interrupted run resumes
@@ -15,11 +15,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..distributed.cluster import ray_session
+from ..distributed.pool import actor_pool_rows
 from ..errors import UnionCamError
-from ..evaluate import evaluate_image
-from .cluster import RayTarget, WorkerPool, ray_session
-from .engines import EngineSpec, prepare_engine
-from .pool import actor_pool_rows
+from .engine_spec import EngineSpec, prepare_engine
+from .evaluate import EvaluateConfig, evaluate_image
 from .settings import MethodSettings
 
 
@@ -63,32 +63,19 @@ class EvaluateWorker:
         return rows
 
 
-def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = WorkerPool(),
-                    progress: bool = True) -> dict:
-    """Run (or resume) an evaluation on Ray; returns the aggregate per method, like
-    `unioncam_rt.evaluate.evaluate`.
-
-    Args:
-        config: an `unioncam_rt.evaluate.EvaluateConfig`.
-        target: the Ray cluster (default: a local Ray in this process).
-        pool: actors and CPUs per actor.
-        progress: show a progress bar.
-
-    Raises:
-        UnionCamError: bad options (before any work), or, after the reports are written,
-            images that could not be read.
+def evaluate_on_ray(config: EvaluateConfig, items: list, progress: bool = True) -> dict:
+    """Run (or resume) an evaluation of ``items`` on Ray (``config.ray``: the cluster and the
+    pool); returns the aggregate per method. `unioncam_rt.jobs.evaluate.evaluate` checks the
+    options and lists the items, then calls this.
     """
     from tqdm.auto import tqdm
 
     from ..errors import require
-    from ..evaluate import RECORDS, append_record, evaluation_items, load_records, write_reports
     from ..fileio import atomic_write_bytes
+    from .evaluate import append_record, open_records, write_reports
 
     require("ray", "serve")
-    require("matplotlib", "eval")
-    items = evaluation_items(config)
-    settings = MethodSettings("unioncam", config.theta, config.batch_size, config.max_memory,
-                              getattr(config, "budget", None))
+    settings = config.settings
     spec = prepare_engine(config.source, config.engine, progress)
     engine = spec.open()
     for method in config.methods:  # refuse bad options before any work
@@ -96,9 +83,7 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
     model_name = engine.model_name
     del engine
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records_path = out / RECORDS
-    records = load_records(records_path)
+    records_path, records = open_records(config)
     done = {(r["image"], r["method"]) for r in records}
     todo = []
     for index, (path, label) in enumerate(items):
@@ -108,6 +93,7 @@ def evaluate_on_ray(config, target: RayTarget = RayTarget(), pool: WorkerPool = 
     failures: list[str] = []
     if todo:
         task = EvaluateTask(settings, tuple(config.methods), config.gallery, config.save_maps)
+        target, pool = config.ray.target, config.ray.pool
         with ray_session(target) as ray:
             workers = min(pool.size(ray), len(todo))
             maps = sum(len(json.loads(item["methods"])) for item in todo)

@@ -1,4 +1,4 @@
-"""``unioncam-rt evaluate``: every method's maps scored with the paper's metrics.
+"""``unioncam-rt evaluate``, in this process (on Ray: `evaluate_ray`): every method's maps scored with the paper's metrics.
 
 Per image and method it records Average Drop / Increase terms, the insertion and deletion
 curves and AUCs, appending one JSON line to ``records.jsonl`` as soon as that pair is
@@ -21,17 +21,25 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import UnionCamError, require
-from .explainer import Explainer
-from .images import list_images, load_image
-from .method import METHODS
-from .method.ops import gaussian_blur
-from .metrics import AverageDropIncrease, InsertionDeletion, causal_curves, drop_and_increase, masked_probability, trapezoid_auc
-from .fileio import atomic_write_bytes, npy_bytes, png_bytes
-from .outputs import overlay
-from .cache import open_cached_engine
-from .runtime.factory import EngineOptions
-from .sources import ModelSource
+from ..cache import open_cached_engine
+from ..errors import UnionCamError, require
+from ..fileio import atomic_write_bytes, check_writable_dir, npy_bytes, png_bytes
+from ..images import list_images, load_image
+from ..method import METHODS
+from ..method.ops import gaussian_blur
+from ..metrics import (
+    AverageDropIncrease,
+    InsertionDeletion,
+    causal_curves,
+    drop_and_increase,
+    masked_probability,
+    trapezoid_auc,
+)
+from ..outputs import overlay
+from ..runtime.factory import EngineOptions
+from ..sources import ModelSource
+from .resume import check_evaluation_folder, run_settings
+from .settings import MethodSettings, RayRun
 
 RECORDS = "records.jsonl"
 METRIC_KEYS = ("avg_drop", "avg_increase", "insertion", "deletion", "overall")
@@ -55,6 +63,7 @@ class EvaluateConfig:
         theta: UnionCAM's percentile (default 10).
         engine: how to run the model (backend, engine dir, precision...).
         source: the model (default: the engine directory's, or efficientnet-lite0).
+        ray: run on Ray Data (default None: in this process).
     """
 
     inputs: list[Path] = field(default_factory=list)
@@ -70,6 +79,15 @@ class EvaluateConfig:
     source: ModelSource | None = None
     max_memory: int | str | None = None
     budget: object = None
+    ray: RayRun | None = None
+
+    @property
+    def settings(self) -> MethodSettings:
+        return MethodSettings("unioncam", self.theta, self.batch_size, self.max_memory, self.budget)
+
+    def run_settings(self) -> dict:
+        """What a resumed evaluation must share with the run whose records it adds to."""
+        return run_settings("evaluate", self.source, self.engine, theta=self.theta, budget=self.budget)
 
 
 def read_label_rows(path: Path) -> list[tuple[Path, int]]:
@@ -166,19 +184,41 @@ def evaluate_image(engine, explainers: dict, path: Path, label, methods: list[st
 
 
 def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
-    """Run (or resume) an evaluation; returns the aggregate per method."""
-    from tqdm.auto import tqdm
+    """Run (or resume) an evaluation, here or on Ray (``config.ray``); returns the aggregate
+    per method.
 
+    Raises:
+        UnionCamError: bad options (before any work), or, after the reports are written,
+            images that could not be read.
+    """
+    check_writable_dir(Path(config.out))
     require("matplotlib", "eval")
     items = evaluation_items(config)
-    engine = open_cached_engine(config.source, config.engine, progress=progress)
-    explainers = {m: Explainer(engine=engine, method=m, theta=config.theta, batch_size=config.batch_size,
-                               max_memory=config.max_memory, budget=config.budget) for m in config.methods}
-    batch_size = next(iter(explainers.values())).options.batch_size
+    if config.ray is not None:
+        from .evaluate_ray import evaluate_on_ray
+
+        return evaluate_on_ray(config, items, progress)
+    return _evaluate_here(config, items, progress)
+
+
+def open_records(config: EvaluateConfig) -> tuple[Path, list[dict]]:
+    """The records file of ``config.out`` and its finished records, once the folder is known
+    to hold an evaluation with the same settings (or none)."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS
     records = load_records(records_path)
+    check_evaluation_folder(out, config.run_settings(), bool(records))
+    return records_path, records
+
+
+def _evaluate_here(config: EvaluateConfig, items: list[tuple[Path, int | None]], progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    engine = open_cached_engine(config.source, config.engine, progress=progress)
+    explainers = {m: config.settings.explainer(engine, m) for m in config.methods}
+    batch_size = next(iter(explainers.values())).options.batch_size
+    out = Path(config.out)
+    records_path, records = open_records(config)
     done = {(r["image"], r["method"]) for r in records}
     failures: list[str] = []
     todo = sum(1 for path, _ in items for m in config.methods if (path.name, m) not in done)

@@ -1,4 +1,5 @@
-"""Which engine the workers open: resolved once in the driver, opened in every worker.
+"""Which engine a job's workers open: resolved once in the driver, opened in every worker
+(Ray actors, serve replicas).
 
 The driver exports a model named by zoo name, factory or ONNX file into the cache once
 (`unioncam_rt.cache`) and hands the workers the engine directory, so N workers never export
@@ -67,18 +68,16 @@ def prepare_engine(source, options: EngineOptions, progress: bool = True) -> Eng
         options: how to run it; an ``engine_dir`` is checked (manifest) and used as is.
         progress: print the export's progress.
     """
-    from ..cache import cached_engine_dir
+    from ..cache import cached_engine_dir, needs_cache_entry, prebuilt_precision
     from ..manifest import load_manifest
     from ..sources import ModelSource
     from ..zoo.spec import DEFAULT_MODEL
 
-    options.check()
-    if options.backend == "torch":
-        return EngineSpec(source if source is not None else ModelSource(DEFAULT_MODEL), options)
     if options.engine_dir is not None:
         load_manifest(options.engine_dir)
         return EngineSpec(source, replace(options, engine_dir=Path(options.engine_dir).resolve()))
     source = source if source is not None else ModelSource(DEFAULT_MODEL)
-    precision = options.precision if options.backend == "tensorrt" else None
-    directory = cached_engine_dir(source, precision, progress)
+    if not needs_cache_entry(options):  # the torch reference: the model itself
+        return EngineSpec(source, options)
+    directory = cached_engine_dir(source, prebuilt_precision(options), progress)
     return EngineSpec(source, replace(options, engine_dir=directory), from_cache=True)
