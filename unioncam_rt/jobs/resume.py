@@ -98,7 +98,8 @@ def images_to_explain(out: Path, settings: dict, paths: list[Path], stems: list[
         if previous is not None and any(finished_image(out, s, p, save_npy) for p, s in pairs):
             note = (f"{out} holds outputs of a run with other settings ({', '.join(changed_settings(previous, settings))}"
                     "); explaining every image again")
-    record_settings(out, settings)
+    if previous != settings:
+        record_settings(out, settings)
     return todo, note
 
 
@@ -111,4 +112,5 @@ def check_evaluation_folder(out: Path, settings: dict, has_records: bool) -> Non
             why = "no record of its settings" if previous is None else f"other settings: {', '.join(changed)}"
             raise UnionCamError(f"{out} holds an evaluation made with {why}; its records cannot be mixed with "
                                 "this run's: choose another --out, or remove that folder")
-    record_settings(out, settings)
+    if previous != settings:
+        record_settings(out, settings)
