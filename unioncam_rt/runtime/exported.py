@@ -40,13 +40,15 @@ def open_sessions(directory: Path, manifest: Manifest, backend: str, providers: 
             return features, exact, None
         return features, OnnxRuntimeSession(directory / SCORES_INT8_FILE, providers, threads), exact
     if backend == "openvino":
-        from .openvino_session import OpenVinoSession
+        from .openvino_session import open_sessions as open_openvino
 
-        features = OpenVinoSession(directory / FEATURES_FILE, "fp32", threads)
-        exact = OpenVinoSession(directory / SCORES_FILE, "fp32", threads)
-        if precision == "fp32":
+        specs = [(directory / FEATURES_FILE, "fp32", threads), (directory / SCORES_FILE, "fp32", threads)]
+        if precision != "fp32":
+            specs.append((directory / SCORES_FILE, precision, threads))
+        features, exact, *reduced = open_openvino(specs)  # compiled or imported in parallel
+        if not reduced:
             return features, exact, None
-        return features, OpenVinoSession(directory / SCORES_FILE, precision, threads), exact
+        return features, reduced[0], exact
     if backend == "tensorrt":
         from .tensorrt_session import TensorRTSession
 
