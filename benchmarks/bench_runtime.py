@@ -10,6 +10,7 @@ images and machine, in one run:
 * ``budget`` - ONNX Runtime fp32 with ``--budget`` (default 128 channels).
 * ``fast`` - the ``--fast`` preset (its backend, precision and budget are printed);
   ``fast-without-ties`` - the same without its tie rule (near ties not explained again);
+  ``fast-exact-ties`` - the same with 0.3.0's tie rule (every near tie explained exactly);
   ``fast-one-stream`` - ``fast-without-ties`` with OpenVINO's masked scoring on one stream of
   two threads (the configuration before 0.2.2) instead of two streams of one thread.
 * ``int8`` - the static INT8 scoring graph (calibrated on other photos).
@@ -42,7 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dev_images, machine, median, peak_rss_mib, print_table, run_worker, write_json  # noqa: E402
 
-MODES = ("onnxruntime", "openvino", "openvino-bf16", "budget", "fast", "fast-without-ties", "fast-one-stream", "int8",
+MODES = ("onnxruntime", "openvino", "openvino-bf16", "budget", "fast", "fast-without-ties", "fast-exact-ties",
+         "fast-one-stream", "int8",
          "torch", "gradcam-scorecam")
 DEFAULT_MODES = "onnxruntime,openvino,openvino-bf16,budget,fast,gradcam-scorecam"
 
@@ -108,9 +110,13 @@ def worker(args) -> dict:
             "openvino-bf16": ("openvino", "bf16", None), "budget": ("onnxruntime", "fp32", args.budget),
             "int8": ("onnxruntime", "int8", None), "torch": ("torch", "fp32", None),
         }.get(args.worker, (None, None, None))
-        if args.worker in ("fast", "fast-without-ties", "fast-one-stream"):
+        if args.worker in ("fast", "fast-without-ties", "fast-exact-ties", "fast-one-stream"):
+            from unioncam_rt.method.budget import TieRule
+
             mode = resolve_mode(None, None, None, fast=True)
-            if args.worker != "fast":
+            if args.worker == "fast-exact-ties":
+                mode = replace(mode, budget=replace(mode.budget, ties=TieRule(mode.budget.ties.margin)))
+            elif args.worker != "fast":
                 mode = replace(mode, budget=replace(mode.budget, ties=None))
             backend, precision, budget = mode.backend, mode.precision, mode.budget
             record["fast"] = mode.describe()

@@ -4,11 +4,16 @@ metrics (Average Drop / Increase, Insertion / Deletion) with their deltas from e
 
 A mode is ``backend:precision:budget``, e.g. ``openvino:bf16:0`` (bf16, exact channels),
 ``onnxruntime:fp32:cover0.85/energy``, ``fast`` (the ``--fast`` preset, near ties decided
-again), ``fast-without-ties`` (the preset's backend and budget without its tie rule) or
+again), ``fast-without-ties`` (the preset's backend and budget without its tie rule),
+``fast-exact-ties`` (the preset with 0.3.0's tie rule: every near tie explained exactly) or
 ``onnxruntime:int8:0`` (after ``unioncam-rt quantize`` on photos outside the evaluated
 range). Metrics are computed with the exact fp32 engine for every mode, so only the maps
 differ. Per mode: seconds per photo (median, mean), masked passes, and how many photos were
-explained again exactly as near ties (``ties``).
+decided again as near ties (``ties``).
+
+``--exact-from DIR`` takes the exact maps and branches from ``benchmarks/near_ties.py``'s
+``--cache`` (ONNX Runtime fp32, every live channel) instead of explaining every photo
+exactly again (the exact row's seconds and passes are then not measured).
 
 Usage::
 
@@ -35,10 +40,14 @@ def mode_settings(mode: str):
 
     from unioncam_rt.presets import resolve_mode
 
-    if mode in ("fast", "fast-without-ties"):
+    if mode in ("fast", "fast-without-ties", "fast-exact-ties"):
+        from unioncam_rt.method.budget import TieRule
+
         chosen = resolve_mode(None, None, None, fast=True)
         if mode == "fast-without-ties":
             chosen = replace(chosen, budget=replace(chosen.budget, ties=None))
+        if mode == "fast-exact-ties":
+            chosen = replace(chosen, budget=replace(chosen.budget, ties=TieRule(chosen.budget.ties.margin)))
         return chosen.backend, chosen.precision, chosen.budget, chosen.describe()
     backend, precision, budget = mode.split(":", 2)
     return backend, precision, budget, mode
@@ -58,6 +67,21 @@ def explain_all(explainer, loaded) -> dict:
     return out
 
 
+def exact_from_cache(cache: Path, paths, loaded, engine) -> dict:
+    """The exact run's maps and branches from ``near_ties.py``'s per-photo cache (top-1 class
+    from ``engine``'s features pass; seconds and passes not measured)."""
+    out = {"cams": [], "branches": [], "classes": [], "passes": [], "seconds": [], "rechecked": []}
+    for path, image in zip(paths, loaded):
+        stored = np.load(cache / f"{path.stem}.npz")
+        out["cams"].append(stored["cam_exact"])
+        out["branches"].append(str(stored["branch_exact"]))
+        out["classes"].append(int(engine.features(image.array[None], np.array([-1])).class_index[0]))
+        out["passes"].append(float("nan"))
+        out["seconds"].append(float("nan"))
+        out["rechecked"].append(None)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet-lite0")
@@ -68,6 +92,8 @@ def main() -> None:
     parser.add_argument("--curves", action="store_true", help="also Insertion / Deletion (226 passes per map)")
     parser.add_argument("--calibration", type=int, default=8,
                         help="INT8 calibration photos (after the range, else the range's last ones)")
+    parser.add_argument("--exact-from", type=Path, default=None,
+                        help="exact maps and branches from near_ties.py's --cache instead of an exact run")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     from tqdm import tqdm
@@ -94,7 +120,10 @@ def main() -> None:
             quantize_scores(engine_dir, calibration)
         exact = Explainer(engine_dir)
         loaded = [load_image(p, exact.engine.input_size) for p in paths]
-        runs = {"exact": explain_all(exact, tqdm(loaded, desc="exact", unit="img"))}
+        if args.exact_from is not None:
+            runs = {"exact": exact_from_cache(args.exact_from, paths, loaded, exact.engine)}
+        else:
+            runs = {"exact": explain_all(exact, tqdm(loaded, desc="exact", unit="img"))}
         labels = {"exact": "onnxruntime fp32, exact"}
         for mode in modes:
             backend, precision, budget, label = mode_settings(mode)
@@ -123,6 +152,7 @@ def main() -> None:
                      "median_s": median(run["seconds"]), "mean_s": float(np.mean(run["seconds"])),
                      "mean_passes": float(np.mean(run["passes"])),
                      "rechecked": sum(r is not None for r in run["rechecked"]),
+                     "rechecked_exact": sum(r == "exact" for r in run["rechecked"]),
                      "photos": [{"image": p.name, "pearson": c, "branch": b, "exact_branch": e, "passes": n,
                                  "seconds": t, "rechecked": r}
                                 for p, c, b, e, n, t, r in zip(paths, pearsons, run["branches"], runs["exact"]["branches"],
@@ -135,14 +165,14 @@ def main() -> None:
     table = []
     for entry in results.values():
         table.append([entry["label"], f"{entry['median_s']:.3f}", f"{entry['mean_s']:.3f}", f"{entry['mean_passes']:.0f}",
-                      entry["rechecked"],
+                      f"{entry['rechecked']} ({entry['rechecked_exact']})",
                       f"{entry['pearson_mean']:.4f}", f"{entry['pearson_min']:.4f}", entry["photos_below_0.99"],
                       f"{entry['branch_agreement'] * 100:.1f}%"]
                      + [f"{entry[k]:.4g} ({entry[k] - base[k]:+.3g})" for k in keys])
     print(f"\nfidelity vs exact ONNX Runtime fp32, {args.model} ({args.weights or 'pretrained'}), {len(paths)} photos "
           f"(rows {args.start}-{args.start + len(paths) - 1}); metrics through the exact engine")
     print(f"load average at the end: {os.getloadavg()}")
-    print_table(["mode", "median s/img", "mean s/img", "passes", "ties", "Pearson mean", "Pearson min", "< 0.99", "same branch",
+    print_table(["mode", "median s/img", "mean s/img", "passes", "ties (exact)", "Pearson mean", "Pearson min", "< 0.99", "same branch",
                  *["AD", "AI", "Insertion", "Deletion"][:len(keys)]], table)
     name = f"fidelity-{args.model}" + ("" if args.weights is None else f"-{args.weights.replace(':', '')}")
     write_json(args.out / f"{name}.json", {"model": args.model, "weights": args.weights or "pretrained",

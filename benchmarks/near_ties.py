@@ -17,6 +17,15 @@ scores (OpenVINO fp32, as ``--fast`` does) and reports the error ``|d_level - d_
 (max, 99th percentile), the photos whose branch flips and at which budgeted ``|d|``, and
 how many photos fall within a margin (the share a near-tie rule would explain again).
 
+Levels ``fp32-coverC`` are what a tie rule with a cover re-checks: fp32 scores (the exact
+reference's) of the channels covering share C of the image's activation energy, every
+other channel 0. The second table composes *tie rules* from the levels, photo by photo:
+the budget first; a photo whose budgeted ``|d|`` is under the margin is decided again on
+the rule's level; with a cover, one whose ``|d|`` there is under the exact margin is then
+explained exactly. Per rule: branch flips and Pearson min of the final maps against exact,
+photos re-checked and explained exactly, and the masked channel passes per photo, bf16
+and fp32 (mean, median; the three map scores of each decision, fp32, not counted).
+
 Each photo's scores are kept in ``--cache`` (.npz) and reused.
 
 Usage::
@@ -37,7 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dev_images, machine, print_table, write_json  # noqa: E402
 
 COVERS = (0.85, 0.9, 0.95)
+FP32_COVERS = (0.9, 0.95, 0.98)
 MARGINS = (0.005, 0.01, 0.02, 0.03, 0.05)
+# (margin, cover or None for exact at once, exact margin): 0.3.0's rule, then rules with an fp32 cover
+RULES = ((0.02, None, 0.0), (0.02, 0.9, 0.01), (0.02, 0.95, 0.0), (0.02, 0.95, 0.001), (0.02, 0.95, 0.002),
+         (0.02, 0.95, 0.005), (0.02, 0.98, 0.0), (0.02, 0.98, 0.003))
 
 
 def all_channel_scores(engine, image: np.ndarray, options, decision: bool = False):
@@ -92,19 +105,59 @@ def photo_record(path: Path, exact, fast, options, cache: Path | None) -> dict:
     return data
 
 
-def level_weights(level: str, record: dict, feats) -> np.ndarray:
-    """Channel weights of an approximation level: ``coverC`` (bf16 scores of the energy
-    cover C, at most 320 channels when C is --fast's), ``bf16-all`` or ``fp32-all``."""
+def energy_cover(record: dict, feats, cover: float, cap: int = 0) -> np.ndarray:
+    """Boolean ``[1, K]``: the live channels covering ``cover`` of the activation energy (at most ``cap``)."""
     from unioncam_rt.method.budget import Budget, select_channels
 
+    budget = Budget(channels=cap, cover=cover, rule="energy", fill="zero")
+    return select_channels(budget, record["live"], feats.activations, feats.gradients)
+
+
+def level_weights(level: str, record: dict, feats) -> np.ndarray:
+    """Channel weights of an approximation level: ``coverC`` (bf16 scores of the energy
+    cover C, at most 320 channels when C is --fast's), ``fp32-coverC`` (fp32 scores of the
+    energy cover C), ``bf16-all`` or ``fp32-all``."""
     if level == "fp32-all":
         return record["scores_exact"]
     if level == "bf16-all":
         return record["scores_bf16"]
+    if level.startswith("fp32-cover"):
+        return np.where(energy_cover(record, feats, float(level[10:])), record["scores_exact"], 0.0)
     cover = float(level[5:])
-    budget = Budget(channels=320 if cover == 0.85 else 0, cover=cover, rule="energy", fill="zero")
-    chosen = select_channels(budget, record["live"], feats.activations, feats.gradients)
+    chosen = energy_cover(record, feats, cover, 320 if cover == 0.85 else 0)
     return np.where(chosen, record["scores_bf16"], 0.0)
+
+
+def level_channels(level: str, record: dict, feats) -> int:
+    """Masked channel passes of a level (its channels; every live one for ``*-all``)."""
+    if level.endswith("-all"):
+        return int(record["live"].sum())
+    if level.startswith("fp32-cover"):
+        return int(energy_cover(record, feats, float(level[10:])).sum())
+    cover = float(level[5:])
+    return int(energy_cover(record, feats, cover, 320 if cover == 0.85 else 0).sum())
+
+
+def compose_rule(entries: dict, rule) -> dict:
+    """Final branch, Pearson and channel passes of every photo under a tie rule (see the docstring)."""
+    margin, cover, exact_margin = rule
+    out = {"flips": 0, "pearson": [], "bf16": [], "fp32": [], "rechecked": 0, "exact": 0}
+    for photo in entries["cover0.85"]:
+        name = photo["photo"]
+        final, bf16, fp32 = photo, photo["channels"], 0
+        if abs(photo["d"]) < margin:
+            out["rechecked"] += 1
+            final = entries["fp32-all" if cover is None else f"fp32-cover{cover}"][name]
+            fp32 = final["channels"]
+            if cover is not None and abs(final["d"]) < exact_margin:
+                out["exact"] += 1
+                final = entries["fp32-all"][name]
+                fp32 = final["channels"]  # the cover's channels are not scored twice
+        out["flips"] += final["flip"]
+        out["pearson"].append(final["pearson"])
+        out["bf16"].append(bf16)
+        out["fp32"].append(fp32)
+    return out
 
 
 def main() -> None:
@@ -126,17 +179,19 @@ def main() -> None:
     exact = ExportedEngine(directory, "onnxruntime", ["CPUExecutionProvider"])
     fast = ExportedEngine(directory, "openvino", precision="bf16")
     options = MethodOptions()
-    levels = [f"cover{c}" for c in COVERS] + ["bf16-all", "fp32-all"]
+    levels = [f"cover{c}" for c in COVERS] + ["bf16-all", "fp32-all"] + [f"fp32-cover{c}" for c in FP32_COVERS]
     rows = {level: [] for level in levels}
     for path in tqdm(dev_images(args.start, args.images), desc="photos", unit="photo"):
         record = photo_record(path, exact, fast, options, args.cache)
         feats = fast.features(record["image"], np.array([-1]))
         for level in levels:
-            d, branch, cam = union_from_scores(fast, record["image"], feats, level_weights(level, record, feats), options)
+            weights = level_weights(level, record, feats)
+            d, branch, cam = union_from_scores(fast, record["image"], feats, weights, options)
             exact_cam = record["cam_exact"]
             pearson = float(np.corrcoef(cam.ravel(), exact_cam.ravel())[0, 1]) if cam.std() and exact_cam.std() else 1.0
             rows[level].append({"photo": path.name, "d": float(d), "d_exact": float(record["d_exact"]),
-                                "flip": branch != str(record["branch_exact"]), "pearson": pearson})
+                                "flip": branch != str(record["branch_exact"]), "pearson": pearson,
+                                "channels": level_channels(level, record, feats)})
     table, summary = [], {}
     for level, entries in rows.items():
         error = np.abs([e["d"] - e["d_exact"] for e in entries])
@@ -149,9 +204,27 @@ def main() -> None:
                           "photos_within_margin": within, "photos": entries}
         table.append([level, f"{error.max():.4f}", f"{np.percentile(error, 99):.4f}", len(flips), f"{flipped_at:.4f}",
                       f"{summary[level]['pearson_min']:.4f}", *[within[m] for m in MARGINS]])
+    by_photo = {level: {e["photo"]: e for e in entries} for level, entries in rows.items()}
+    rule_rows = []
+    for rule in RULES:
+        got = compose_rule({**by_photo, "cover0.85": rows["cover0.85"]}, rule)
+        passes = {k: np.asarray(got[k]) for k in ("bf16", "fp32")}
+        summary[f"rule {rule}"] = {"flips": got["flips"], "pearson_min": float(min(got["pearson"])),
+                                   "pearson_mean": float(np.mean(got["pearson"])), "rechecked": got["rechecked"],
+                                   "exact": got["exact"], "bf16_mean": float(passes["bf16"].mean()),
+                                   "fp32_mean": float(passes["fp32"].mean())}
+        total = passes["bf16"] + passes["fp32"]
+        rule_rows.append([f"margin {rule[0]:g}, " + ("exact" if rule[1] is None else f"fp32 cover{rule[1]:g}, exact under {rule[2]:g}"),
+                          got["flips"], f"{min(got['pearson']):.4f}", f"{np.mean(got['pearson']):.4f}", got["rechecked"],
+                          got["exact"] if rule[1] is not None else got["rechecked"],
+                          f"{passes['bf16'].mean():.0f}", f"{passes['fp32'].mean():.0f} / {np.median(passes['fp32']):.0f}",
+                          f"{total.mean():.0f} / {np.median(total):.0f}"])
     print(f"\n|d_level - d_exact| over {args.images} photos (d = beta_fused - beta_region); load {os.getloadavg()}")
     print_table(["level", "error max", "error p99", "flips", "largest flipped |d|", "Pearson min",
                  *[f"|d|<{m}" for m in MARGINS]], table)
+    print("\ntie rules (the budget cover0.85:320 energy bf16 first):")
+    print_table(["rule", "flips", "Pearson min", "Pearson mean", "re-checked", "exact", "bf16 passes mean",
+                 "fp32 passes mean / median", "all passes mean / median"], rule_rows)
     write_json(args.out / "near-ties-efficientnet-lite0.json", {"machine": machine(), "levels": summary})
 
 

@@ -167,7 +167,8 @@ def test_explain_from_the_cache_loads_only_the_backend_it_runs(lite_engine_dir, 
         except SystemExit as exc:
             assert exc.code in (0, None), exc.code
         loaded = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnxruntime", "onnx")
-                  or m.startswith("unioncam_rt.exporting.")]  # the package itself is an empty namespace
+                  or m.startswith(("unioncam_rt.exporting.", "openvino.tools", "openvino_telemetry"))]
+        # (the exporting package itself is an empty namespace; OpenVINO's model converter is not needed)
         assert not loaded, loaded
         print("ONLY-OPENVINO OK")
     """)
@@ -196,3 +197,45 @@ def test_masked_scoring_split_over_streams_changes_no_result(lite_engine_dir, pr
     one = {name: value[:1] if name != "image" else value for name, value in feeds.items()}
     np.testing.assert_array_equal(split.infer(one)["probs"], whole.infer(one)["probs"])
     assert len(OpenVinoSession(lite_engine_dir / "features.onnx", precision).requests) == 1
+
+
+def test_openvino_is_imported_without_its_converter_which_still_works_on_demand():
+    pytest.importorskip("openvino")
+    script = textwrap.dedent("""
+        import sys
+        from unioncam_rt.runtime.openvino_session import import_openvino, shared_core
+        ov = import_openvino()
+        shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        assert not [m for m in sys.modules if m.startswith(("openvino.tools.ovc", "openvino_telemetry"))]
+        assert "openvino.tools.ovc" not in sys.modules and callable(ov.convert_model)
+        import openvino.tools.ovc  # the real converter still imports
+        assert sys.modules["openvino.tools.ovc"] is not None and import_openvino() is ov
+        print("CONVERTER OK")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "CONVERTER OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_openvino_sessions_open_in_parallel_and_a_failure_closes_the_others(lite_engine_dir, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from unioncam_rt.errors import UnionCamError
+    from unioncam_rt.runtime import openvino_session
+    from unioncam_rt.runtime.openvino_session import OpenVinoSession, open_in_parallel
+
+    monkeypatch.setenv("UNIONCAM_RT_COMPILED_CACHE", "0")
+    specs = [(lite_engine_dir / "features.onnx", "fp32", None), (lite_engine_dir / "scores.onnx", "bf16", None)]
+    together = open_in_parallel(specs)
+    alone = [OpenVinoSession(*spec) for spec in specs]
+    assert [s.precision for s in together] == ["fp32", "bf16"] and [len(s.requests) for s in together] == [1, 2]
+    rng = np.random.default_rng(3)
+    feeds = {"image": rng.random((1, 3, 224, 224), dtype=np.float32),
+             "masks": rng.random((4, 1, 7, 7), dtype=np.float32),
+             "image_index": np.zeros(4, dtype=np.int64), "class_index": rng.integers(0, 1000, 4)}
+    np.testing.assert_array_equal(together[1].infer(feeds)["probs"], alone[1].infer(feeds)["probs"])
+    closed = []
+    monkeypatch.setattr(openvino_session.OpenVinoSession, "close", lambda self: closed.append(self.path))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    with pytest.raises(UnionCamError, match="broken.onnx"):
+        open_in_parallel([specs[0], (broken, "fp32", None), specs[1]])
+    assert sorted(str(p) for p in closed) == sorted(str(spec[0]) for spec in specs)

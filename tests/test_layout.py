@@ -29,7 +29,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
     """The parts of the package a module imports (at any depth, lazy imports included), with line numbers."""
     package = list(path.relative_to(PACKAGE).parent.parts)
     parts = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - (node.level - 1)]
@@ -95,7 +95,7 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
 def test_the_cli_defines_no_job():
     """`cli.py` parses options and calls one library function per command: no dataclass,
     no loop over images, no engine opened there."""
-    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    tree = ast.parse((PACKAGE / "cli.py").read_text("utf-8"))
     classes = [node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
     loops = [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.For, ast.While))]
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
@@ -110,7 +110,7 @@ def test_one_backend_table():
     for path in PACKAGE.rglob("*.py"):
         if path.name == "backends.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 2:
                 values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
                 assert len(values & set(BACKENDS)) < 2, f"{path.relative_to(PACKAGE)}:{node.lineno} lists backends"

@@ -213,6 +213,70 @@ def test_reduced_precision_ties_are_explained_again_in_fp32(tiny_engine, tiny_im
     np.testing.assert_allclose(fixed.maps, exact.maps, rtol=1e-6, atol=1e-9)
 
 
+def _cover_region(ctx, fp32_ctx, cover_share):
+    """The region map from fp32 scores of the energy cover's channels, every other channel 0."""
+    from unioncam_rt.method.budget import Budget, select_channels
+    from unioncam_rt.method.cams import every_channel_weights, weighted_region
+    from unioncam_rt.method.ops import is_constant
+
+    feats = ctx.features
+    live = ~is_constant(feats.activations)
+    cover = select_channels(Budget(cover=cover_share, rule="energy"), live, feats.activations, feats.gradients)
+    fp32 = every_channel_weights(fp32_ctx, np.zeros(live.shape), np.zeros_like(live))
+    return weighted_region(ctx, np.where(cover, fp32, 0.0)), cover, live
+
+
+def test_near_ties_decided_again_on_an_fp32_cover_then_exactly(tiny_engine, tiny_images):
+    """A tie rule with a cover: near ties first get the fp32 scores of the channels covering
+    that share (the rest weigh 0), and those still within the exact margin every channel."""
+    from unioncam_rt.method.budget import Budget, TieRule
+
+    reduced = _ReducedScores(tiny_engine)  # the channel passes are off, the decision engine is fp32
+    exact, _, _, fp32_ctx = run(tiny_engine, tiny_images, "unioncam")
+    covered, _, _, ctx = run(reduced, tiny_images, "unioncam",
+                             budget=Budget(2, rule="energy", ties=TieRule(10.0, cover=0.9)))
+    want, cover, live = _cover_region(ctx, fp32_ctx, 0.9)
+    assert (cover.sum(1) > 2).all() and (cover.sum(1) < live.sum(1)).all()  # between the budget and every channel
+    for i, got in enumerate(covered.union):
+        assert got.rechecked == "cover0.9"
+        np.testing.assert_allclose(got.region_map, want[i], rtol=1e-6, atol=1e-9)  # fp32 scores, not the reduced ones
+    assert (ctx.counter.per_image == 2 + cover.sum(1) + 6).all()  # budget, cover, two rounds of 3 map scores
+
+    twice, _, _, ctx = run(reduced, tiny_images, "unioncam",
+                           budget=Budget(2, rule="energy", ties=TieRule(10.0, cover=0.9, exact_margin=10.0)))
+    for got, expected in zip(twice.union, exact.union):
+        assert got.rechecked == "exact" and got.branch == expected.branch
+        np.testing.assert_allclose(got.region_map, expected.region_map, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(twice.maps, exact.maps, rtol=1e-6, atol=1e-9)
+    assert (ctx.counter.per_image == 2 + live.sum(1) + 9).all()  # the cover's channels are not scored twice
+
+    kept, _, _, ctx = run(tiny_engine, tiny_images, "unioncam",
+                          budget=Budget(2, rule="energy", ties=TieRule(10.0, cover=0.9, exact_margin=10.0)))
+    np.testing.assert_allclose(kept.maps, exact.maps, rtol=1e-6, atol=1e-9)
+    assert (ctx.counter.per_image == live.sum(1) + 9).all()  # fp32 engine: the budget's scores are kept too
+
+
+def test_a_cover_tie_rule_goes_exact_only_under_its_exact_margin(tiny_engine, tiny_images):
+    from unioncam_rt.method.budget import Budget, TieRule
+
+    reduced = _ReducedScores(tiny_engine)
+    covered = run(reduced, tiny_images, "unioncam", budget=Budget(2, rule="energy", ties=TieRule(10.0, cover=0.9)))[0]
+    gaps = np.array([abs(p.beta_fused - p.beta_region) for p in covered.union])
+    closest = int(np.argmin(gaps))
+    margin = float(np.sort(gaps)[:2].mean())
+    ruled = run(reduced, tiny_images, "unioncam",
+                budget=Budget(2, rule="energy", ties=TieRule(10.0, cover=0.9, exact_margin=margin)))[0]
+    for i, got in enumerate(ruled.union):
+        assert got.rechecked == ("exact" if i == closest else "cover0.9")
+        if i != closest:
+            np.testing.assert_array_equal(ruled.maps[i], covered.maps[i])
+    with pytest.raises(Exception, match="cover"):
+        TieRule(0.02, cover=1.5)
+    with pytest.raises(Exception, match="exact margin"):
+        TieRule(0.02, cover=0.9, exact_margin=-1)
+    assert TieRule(0.02).describe() == {"margin": 0.02}
+
+
 def test_fast_decides_near_ties_and_explicit_budgets_run_as_given():
     from dataclasses import replace
 
@@ -222,4 +286,5 @@ def test_fast_decides_near_ties_and_explicit_budgets_run_as_given():
     assert resolve_mode(None, None, None, fast=True).budget.ties == FAST_TIES and FAST_TIES.margin > 0
     assert resolve_mode(None, None, FAST_BUDGET.spec(), fast=True).budget.ties is None
     assert Budget.parse(FAST_BUDGET.spec()) == replace(FAST_BUDGET, ties=None)  # the spec (the C++ side) has no tie rule
-    assert FAST_BUDGET.describe()["ties"] == {"margin": FAST_TIES.margin}
+    assert FAST_BUDGET.describe()["ties"] == FAST_TIES.describe() and FAST_TIES.cover is not None
+    assert 0 < FAST_TIES.exact_margin < FAST_TIES.margin

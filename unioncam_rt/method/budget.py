@@ -20,8 +20,9 @@ channels:
   (one extra pass per non-empty group).
 
 A budget may also carry a `TieRule` (``--fast``'s does): an image whose budgeted region map
-leaves UnionCAM's two candidate maps scoring within a margin is explained again exactly
-(see `unioncam_rt.method.cams.recheck_near_ties`).
+leaves UnionCAM's two candidate maps scoring within a margin is decided again with fp32
+channel scores, exactly or from a larger fp32 cover first (see
+`unioncam_rt.method.cams.recheck_near_ties`).
 
 Written as plain functions on arrays; the C++ library mirrors them (not the tie rule).
 """
@@ -42,29 +43,46 @@ GROUP_GRID = 7
 
 @dataclass(frozen=True)
 class TieRule:
-    """When a budgeted UnionCAM decides its branch again: on near ties, exactly.
+    """When a budgeted UnionCAM decides its branch again: on near ties, in fp32.
 
     UnionCAM keeps the fused map when ``d = beta_fused - beta_region > 0``. A budget moves
     the region map, and reduced-precision (bf16) channel passes move the channel scores,
     so the budgeted ``d`` is off by some error, and where the exact ``d`` is smaller than
     that error the branch can flip. An image whose budgeted ``|d|`` is under ``margin`` is
-    explained again exactly: every live channel scored in fp32 (by the engine's fp32
-    decision engine where its channel passes run in reduced precision; else only the
-    channels the budget left out). ``margin`` is measured on the development photos
+    decided again with fp32 channel scores (the engine's fp32 decision engine where its
+    channel passes run in reduced precision; else the budget's own scores are kept):
+
+    * with ``cover`` None, exactly: every live channel scored;
+    * with a ``cover``, in two steps: first the channels whose statistic (the budget's
+      rule) covers that share of the image's total, unscored channels weighing 0; an image
+      still within ``exact_margin`` then gets the rest of its live channels scored too,
+      which is exact UnionCAM (the channels of the first step are not scored twice).
+
+    The margins and the cover are measured on the development photos
     (``benchmarks/near_ties.py``; README: Fidelity).
 
     Attributes:
-        margin: ``|beta_fused - beta_region|`` under which a budgeted image is explained again exactly.
+        margin: ``|beta_fused - beta_region|`` under which a budgeted image is decided again.
+        cover: the share covered by the fp32 channels of the first re-check (None: exact at once).
+        exact_margin: ``|d|`` after the cover's re-check under which the image is explained exactly.
     """
 
     margin: float
+    cover: float | None = None
+    exact_margin: float = 0.0
 
     def __post_init__(self):
         if not self.margin >= 0:
             raise UnionCamError(f"tie margin {self.margin} must be >= 0")
+        if self.cover is not None and not 0 < self.cover <= 1:
+            raise UnionCamError(f"tie cover {self.cover} must lie in (0, 1]")
+        if not self.exact_margin >= 0:
+            raise UnionCamError(f"tie exact margin {self.exact_margin} must be >= 0")
 
     def describe(self) -> dict:
-        return {"margin": self.margin}
+        if self.cover is None:
+            return {"margin": self.margin}
+        return {"margin": self.margin, "cover": self.cover, "exact_margin": self.exact_margin}
 
 
 @dataclass(frozen=True)

@@ -174,10 +174,24 @@ def every_channel_weights(ctx: MethodContext, weights: np.ndarray, scored: np.nd
         scored: boolean ``[B, K]``, the channels already scored.
         decision: score every live channel again on the decision engine (fp32) instead.
     """
+    live = ~is_constant(ctx.features.activations)
+    return channel_weights(ctx, weights, scored & (not decision), live, decision)
+
+
+def channel_weights(ctx: MethodContext, weights: np.ndarray, scored: np.ndarray, members: np.ndarray,
+                    decision: bool = False) -> np.ndarray:
+    """Weights ``[B, K]``: each of ``members`` gets its own score, every other channel 0.
+
+    Args:
+        ctx: the method context.
+        weights: weights so far; where ``scored``, a channel's own score (kept, not scored again).
+        scored: boolean ``[B, K]``, the channels whose ``weights`` may be kept.
+        members: boolean ``[B, K]``, the channels to weigh.
+        decision: score the missing members on the decision engine (fp32).
+    """
     acts = ctx.features.activations
-    live = ~is_constant(acts)
-    missing = live if decision else live & ~scored
-    out = np.where(live & ~missing, weights, 0.0)
+    missing = members & ~scored
+    out = np.where(members & scored, weights, 0.0)
     b, k = np.nonzero(missing)
     masks = minmax(acts[b, k].astype(np.float32))
     out[b, k] = ctx.score(MaskBatch(masks, b, ctx.features.class_index[b]), decision=decision)
@@ -263,21 +277,42 @@ def unioncam(ctx: MethodContext) -> SaliencyBatch:
 
 def recheck_near_ties(ctx: MethodContext, denoise: np.ndarray, out: SaliencyBatch, weights: np.ndarray,
                       scored: np.ndarray, rule: TieRule) -> None:
-    """Explain again, exactly and in place, the images of ``out`` whose budgeted branch sits
-    on a near tie (``|beta_fused - beta_region| < rule.margin``).
+    """Decide again, in place, the images of ``out`` whose budgeted branch sits on a near
+    tie (``|beta_fused - beta_region| < rule.margin``), with fp32 channel scores.
 
-    Their region map gets every live channel's own score: all of them scored again by the
-    fp32 decision engine where the channel passes run in reduced precision (bf16 scores
-    are too noisy to decide a near tie: README, Fidelity), else only the channels the
-    budget left out; then UnionCAM's scoring, fusion and selection run again. Their
-    passes are added to ``ctx.counter``.
+    The scores come from the fp32 decision engine where the channel passes run in reduced
+    precision (bf16 scores are too noisy to decide a near tie: README, Fidelity); else the
+    budget's own scores are kept and only the channels it left out are scored. With
+    ``rule.cover`` None the region map gets every live channel's score (exact UnionCAM,
+    ``rechecked = "exact"``). With a cover, it first gets the scores of the channels
+    covering that share (the budget's rule; the others weigh 0; ``rechecked = "coverS"``),
+    and an image whose ``|d|`` is then under ``rule.exact_margin`` gets the rest of its live
+    channels scored too (exact; ``rechecked = "exact"``). UnionCAM's scoring, fusion and
+    selection run again after each step. Passes are added to ``ctx.counter``.
     """
     rows = _near_ties(out, np.arange(len(denoise)), rule.margin)
     if not len(rows):
         return
+    decision = ctx.has_reduced_decisions
     sub = ctx.subset(rows)
-    exact = every_channel_weights(sub, weights[rows], scored[rows], decision=ctx.has_reduced_decisions)
-    _replace(ctx, out, rows, sub, union_of(sub, denoise[rows], weighted_region(sub, exact)), "exact")
+    kept = scored[rows] & (not decision)  # fp32 scores of the budget: not scored twice
+    if rule.cover is None:
+        exact = every_channel_weights(sub, weights[rows], scored[rows], decision=decision)
+        _replace(ctx, out, rows, sub, union_of(sub, denoise[rows], weighted_region(sub, exact)), "exact")
+        return
+    acts, grads = sub.features.activations, sub.features.gradients
+    live = ~is_constant(acts)
+    cover = select_channels(Budget(cover=rule.cover, rule=ctx.options.budget.rule), live, acts, grads)
+    covered = channel_weights(sub, weights[rows], kept, cover, decision=decision)
+    _replace(ctx, out, rows, sub, union_of(sub, denoise[rows], weighted_region(sub, covered)), f"cover{rule.cover:g}")
+    again = _near_ties(out, rows, rule.exact_margin)
+    if not len(again):
+        return
+    local = np.searchsorted(rows, again)
+    last = ctx.subset(again)
+    known = np.where(cover, covered, weights[rows])  # fp32 scores of the cover, and the budget's where kept
+    exact = channel_weights(last, known[local], (cover | kept)[local], live[local], decision=decision)
+    _replace(ctx, out, again, last, union_of(last, denoise[again], weighted_region(last, exact)), "exact")
 
 
 def _near_ties(out: SaliencyBatch, rows: np.ndarray, margin: float) -> np.ndarray:

@@ -12,6 +12,7 @@ Needs the ``openvino`` extra.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,10 +31,45 @@ _CORE = None
 _CORE_LOCK = threading.Lock()
 
 
+_CONVERTER = "openvino.tools.ovc"
+
+
+def import_openvino():
+    """``import openvino`` without importing its model converter (``openvino.tools.ovc`` and
+    its telemetry), which ``openvino/__init__.py`` imports eagerly: over half of the import's
+    time (about 40 of 75 ms on a quiet 2-core VM, README: Latency), and this package only
+    compiles and runs ONNX files. ``openvino.convert_model`` stays available: it imports the
+    converter when first called. Raises `DependencyError` where openvino is not installed.
+    """
+    if "openvino" in sys.modules:
+        return require("openvino", "openvino")
+    with _CORE_LOCK:
+        if "openvino" in sys.modules:
+            return require("openvino", "openvino")
+        blocked = _CONVERTER not in sys.modules
+        if blocked:
+            sys.modules[_CONVERTER] = None  # the package's own try/except ImportError skips it
+        try:
+            ov = require("openvino", "openvino")
+        finally:
+            if blocked and sys.modules.get(_CONVERTER, 0) is None:
+                del sys.modules[_CONVERTER]
+        if not hasattr(ov, "convert_model"):
+            ov.convert_model = _convert_model
+        return ov
+
+
+def _convert_model(*args, **kwargs):
+    """``openvino.convert_model``, its converter imported on first use (see `import_openvino`)."""
+    from openvino.tools.ovc import convert_model
+
+    return convert_model(*args, **kwargs)
+
+
 def shared_core():
     """One ``ov.Core`` per process (it owns the CPU plugin and its thread pool)."""
     global _CORE
-    ov = require("openvino", "openvino")
+    ov = import_openvino()
     with _CORE_LOCK:
         if _CORE is None:
             _CORE = ov.Core()
@@ -56,7 +92,7 @@ def compiled_folder(path: Path, config: dict[str, str]) -> Path | None:
     Besides the engine's manifest and the file's path, the key holds OpenVINO's version and
     the CPU's name and capabilities, so a shared engine directory serves different hosts.
     """
-    ov = require("openvino", "openvino")
+    ov = import_openvino()
     core = shared_core()
     cpu = [str(core.get_property("CPU", name)) for name in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES")]
     options = ",".join(f"{key}={value}" for key, value in sorted(config.items()))
@@ -82,6 +118,38 @@ def compile_cached(path: Path, config: dict[str, str], folder: Path | None):
         raise
     compiled_cache.publish(staging, folder)
     return compiled
+
+
+def open_in_parallel(specs: list[tuple[Path, str, int | None]]) -> list[OpenVinoSession]:
+    """An `OpenVinoSession` for each ``(path, precision, threads)``, compiled or imported in
+    parallel threads (OpenVINO releases the GIL while it compiles or imports; ``--fast``
+    opens three: features, fp32 and bf16 scoring). Each session is built exactly as alone,
+    so nothing it computes changes. If any fails, the others are closed and the first
+    failure (in ``specs`` order) is raised.
+    """
+    if len(specs) < 2:
+        return [OpenVinoSession(*spec) for spec in specs]
+    shared_core()  # create the Core once, before the threads
+    results: list = [None] * len(specs)
+
+    def build(i: int) -> None:
+        try:
+            results[i] = OpenVinoSession(*specs[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=build, args=(i,), name=f"unioncam-openvino-open-{i}") for i in range(len(specs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        for r in results:
+            if isinstance(r, OpenVinoSession):
+                r.close()
+        raise failure
+    return results
 
 
 # The names the engine graphs declare. OpenVINO gives a port every name its tensor had: an
@@ -181,8 +249,10 @@ def open_sessions(directory: Path, manifest, precision: str, providers: list[str
     (``providers`` is ONNX Runtime's and ignored here)."""
     from ..manifest import FEATURES_FILE
 
-    features = OpenVinoSession(directory / FEATURES_FILE, "fp32", threads)
-    exact = OpenVinoSession(directory / SCORES_FILE, "fp32", threads)
-    if precision == "fp32":
+    specs = [(directory / FEATURES_FILE, "fp32", threads), (directory / SCORES_FILE, "fp32", threads)]
+    if precision != "fp32":
+        specs.append((directory / SCORES_FILE, precision, threads))
+    features, exact, *reduced = open_in_parallel(specs)  # compiled or imported in parallel
+    if not reduced:
         return features, exact, None
-    return features, OpenVinoSession(directory / SCORES_FILE, precision, threads), exact
+    return features, reduced[0], exact
