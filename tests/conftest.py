@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample-dev"
+
+_BLOCK_TORCH = """
+import sys, importlib.abc
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith(("torch.", "torchvision")):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def photo_or_grey(tmp_path: Path) -> Path:
+    """A development photo (the tench), or a grey PNG where the photos are absent."""
+    image = DEV_IMAGES / "n01440764_tench.JPEG"
+    if image.is_file():
+        return image
+    from PIL import Image
+
+    image = tmp_path / "grey.png"
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(image)
+    return image
+
+
+def run_without_torch(body: str, done: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the Python source ``body`` in a fresh interpreter in which importing torch or
+    torchvision raises, and check that it printed ``done`` (its last step)."""
+    script = _BLOCK_TORCH + textwrap.dedent(body)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert done in result.stdout, result.stdout + result.stderr
+    return result
 
 
 def tiny_model(seed: int = 0, dead_channels: int = 3, classes: int = 10, head: str = "vgg"):

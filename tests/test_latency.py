@@ -13,7 +13,7 @@ import pytest
 from unioncam_rt.results import group_timings, request_timings, with_own_time
 from unioncam_rt.runtime import compiled_cache
 
-from .conftest import DEV_IMAGES
+from .conftest import photo_or_grey, run_without_torch
 
 
 def test_group_shares_add_up_and_follow_the_masked_passes():
@@ -146,21 +146,8 @@ def test_explain_from_the_cache_loads_only_the_backend_it_runs(lite_engine_dir, 
     monkeypatch.setenv("UNIONCAM_RT_CACHE", str(tmp_path / "cache"))
     entry = cache_dir(ModelSource("efficientnet-lite0"))
     shutil.copytree(lite_engine_dir, entry)
-    image = DEV_IMAGES / "n01440764_tench.JPEG"
-    if not image.is_file():
-        from PIL import Image
-
-        image = tmp_path / "grey.png"
-        Image.new("RGB", (64, 48), (120, 130, 140)).save(image)
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-
-        class NoTorch(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith(("torch.", "torchvision")):
-                    raise ImportError("torch is blocked in this test")
-
-        sys.meta_path.insert(0, NoTorch())
+    image = photo_or_grey(tmp_path)
+    result = run_without_torch(f"""
         from unioncam_rt.cli import app
         try:
             app(["explain", {str(image)!r}, "--fast", "--out", {str(tmp_path / "out")!r}])
@@ -171,9 +158,7 @@ def test_explain_from_the_cache_loads_only_the_backend_it_runs(lite_engine_dir, 
         # (the exporting package itself is an empty namespace; OpenVINO's model converter is not needed)
         assert not loaded, loaded
         print("ONLY-OPENVINO OK")
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert "ONLY-OPENVINO OK" in result.stdout, result.stdout + result.stderr
+    """, "ONLY-OPENVINO OK")
     assert "exporting" not in result.stderr
     record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert record["backend"].startswith("openvino") and record["timings"]["group_images"] == 1
