@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnionCamError
+from ..method.ops import bilinear_matrix
 from ..sources.target_map import TargetMap
 from .backward import bypass_join, head_backward, head_nodes
 from .feature_map import emit_feature_map
@@ -223,9 +224,12 @@ def scores_graph(forward: ForwardGraph) -> "onnx.ModelProto":
     emit = Emitter(_opset(model), prefix="uc_s/")
     height, width = forward.input_size
     k, h, w = forward.feature_shape
-    count = emit.slice(emit.shape_of("masks"), [0], [1], [0])
-    sizes = emit.op("Concat", [count, emit.ints([1, height, width])], axis=0)
-    up = emit.op("Resize", ["masks", "", "", sizes], mode="linear", coordinate_transformation_mode="half_pixel")
+    # the bilinear upsampling (align_corners=False, as ONNX Resize linear / half_pixel) as two
+    # constant matmuls, rows then columns: the same numbers as Resize (within float rounding),
+    # and OpenVINO runs them faster (a bf16 masked pass of Lite0: 2.25 -> 1.68 ms; README: Speed)
+    rows = emit.op("MatMul", [emit.const(bilinear_matrix(h, height), hint="upsample_rows"), "masks"])
+    up = emit.op("MatMul", [rows, emit.const(bilinear_matrix(w, width).T, hint="upsample_columns")],
+                 hint="upsampled_masks")
     picked = emit.op("Gather", ["image", "image_index"], axis=0)
     masked = emit.op("Mul", [picked, up], hint="masked_image")
     for node in graph.node:

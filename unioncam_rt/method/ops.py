@@ -26,7 +26,7 @@ def is_constant(maps: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> np.ndarra
 
 
 @lru_cache(maxsize=32)
-def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
+def bilinear_matrix(src: int, dst: int) -> np.ndarray:
     """``[dst, src]`` weights of 1-D linear interpolation, align_corners=False.
 
     Same arithmetic as ``torch.nn.functional.interpolate(mode="bilinear",
@@ -46,8 +46,8 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
 
 def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of ``[..., h, w]`` maps to ``[..., H, W]`` (align_corners=False)."""
-    rows = _bilinear_matrix(maps.shape[-2], size[0])
-    cols = _bilinear_matrix(maps.shape[-1], size[1])
+    rows = bilinear_matrix(maps.shape[-2], size[0])
+    cols = bilinear_matrix(maps.shape[-1], size[1])
     out = np.einsum("Hh,...hw,Ww->...HW", rows, maps.astype(np.float64), cols, optimize=True)
     return out.astype(maps.dtype if maps.dtype.kind == "f" else np.float64, copy=False)
 
