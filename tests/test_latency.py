@@ -109,6 +109,38 @@ def test_publish_keeps_the_first_complete_folder(tmp_path):
     assert sorted(p.name for p in final.parent.iterdir()) == ["key"]
 
 
+def test_the_user_cache_drops_compiled_folders_of_engines_gone_or_exported_again(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("UNIONCAM_RT_CACHE", str(root))
+
+    def compile_into_cache(engine):
+        graph = engine / "scores.onnx"
+        graph.write_bytes(b"graph")
+        final = compiled_cache.compiled_folder(graph, "openvino", "v")
+        staging = compiled_cache.staging_folder(final)
+        (staging / "model.blob").write_bytes(b"blob")
+        compiled_cache.publish(staging, final, graph)
+        return final
+
+    for folder in ("kept", "gone", "redone", "cache/lite0-abc-v1"):
+        (tmp_path / folder).mkdir(parents=True)
+    kept = compile_into_cache(_engine_like(tmp_path / "kept", b'{"files": {"a": "1"}}'))
+    gone = compile_into_cache(_engine_like(tmp_path / "gone", b'{"files": {"a": "1"}}'))
+    redone = _engine_like(tmp_path / "redone", b'{"files": {"a": "1"}}')
+    old = compile_into_cache(redone)
+    unrecorded = kept.parent / "from-an-older-version"
+    unrecorded.mkdir()
+    shutil.rmtree(tmp_path / "gone")
+    _engine_like(tmp_path / "redone", b'{"files": {"a": "2"}}')  # exported again
+    new = compile_into_cache(redone)  # publishing prunes
+    assert kept.is_dir() and new.is_dir() and unrecorded.is_dir()
+    assert not gone.exists() and not old.exists()
+    # beside an export-cache entry nothing is pruned (the entry's folders go with it)
+    entry = _engine_like(tmp_path / "cache" / "lite0-abc-v1", b'{"files": {"a": "1"}}')
+    inside = compile_into_cache(entry)
+    assert inside.parent == entry / "compiled" / "openvino" and kept.is_dir()
+
+
 def test_openvino_reuses_its_compiled_models_with_the_same_results(lite_engine_dir, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from unioncam_rt.runtime.exported import ExportedEngine
@@ -124,10 +156,15 @@ def test_openvino_reuses_its_compiled_models_with_the_same_results(lite_engine_d
 
     compiled = ExportedEngine(lite_engine_dir, "openvino", precision="bf16")
     folders = sorted((tmp_path / "cache" / "compiled" / "openvino").iterdir())
-    assert len(folders) == 3 and all(len(list(f.iterdir())) == 1 for f in folders)  # features, scores fp32 and bf16
-    blobs = {f: next(f.iterdir()).stat().st_mtime_ns for f in folders}
+    def blob(folder):  # the compiled model; beside it, the record of its source
+        files = sorted(p.name for p in folder.iterdir())
+        assert files[-1] == compiled_cache.SOURCE_FILE and len(files) == 2, files
+        return (folder / files[0]).stat().st_mtime_ns
+
+    assert len(folders) == 3  # features, scores fp32 and bf16
+    blobs = {f: blob(f) for f in folders}
     imported = ExportedEngine(lite_engine_dir, "openvino", precision="bf16")
-    assert {f: next(f.iterdir()).stat().st_mtime_ns for f in folders} == blobs  # read back, not compiled again
+    assert {f: blob(f) for f in folders} == blobs  # read back, not compiled again
     assert imported.scores_session.precision == "bf16" and imported.decision_session.precision == "fp32"
     monkeypatch.setenv("UNIONCAM_RT_COMPILED_CACHE", "0")
     fresh = ExportedEngine(lite_engine_dir, "openvino", precision="bf16")

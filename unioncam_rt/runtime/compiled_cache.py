@@ -15,13 +15,16 @@ CPU, compile options). Compiled models are read only from places this user wrote
 
 A folder is filled in a private staging folder and renamed into place in one step, so a
 process never reads a half-written one (serve replicas and Ray workers start together).
-``UNIONCAM_RT_COMPILED_CACHE=0`` turns the cache off. Folders of engines exported again
-elsewhere are not removed (delete ``compiled/`` to reclaim the space).
+``UNIONCAM_RT_COMPILED_CACHE=0`` turns the cache off. In the user cache, each folder records
+the graph it was compiled from (``source.json``: its path and its manifest's digest); whenever
+a new folder is published there, folders whose engine directory is gone or was exported again
+are removed, so the cache does not grow with every temporary or replaced engine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -31,6 +34,7 @@ from ..manifest import MANIFEST_NAME
 
 SUBFOLDER = "compiled"
 SWITCH = "UNIONCAM_RT_COMPILED_CACHE"
+SOURCE_FILE = "source.json"
 
 
 def user_cache_root() -> Path:
@@ -89,13 +93,52 @@ def staging_folder(final: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
 
 
-def publish(staging: Path, final: Path) -> None:
+def _manifest_digest(graph: Path) -> str | None:
+    try:
+        return hashlib.sha256((graph.parent / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def publish(staging: Path, final: Path, graph: Path | None = None) -> None:
     """Rename the filled ``staging`` folder to ``final`` in one step; if another process
-    published ``final`` first, keep theirs and drop ours."""
+    published ``final`` first, keep theirs and drop ours. With ``graph`` (the file compiled),
+    the folder records its source, and in the user cache the folders of engines that are
+    gone or were exported again are removed (`prune_orphans`)."""
+    if graph is not None:
+        source = {"graph": str(graph.resolve()), "manifest_sha256": _manifest_digest(graph)}
+        try:
+            (staging / SOURCE_FILE).write_text(json.dumps(source), "utf-8")
+        except OSError:
+            pass
     try:
         os.rename(staging, final)
     except OSError:
         discard(staging)
+        return
+    if graph is not None and final.parent.parent.resolve() == (user_cache_root() / SUBFOLDER).resolve():
+        prune_orphans(final.parent)
+
+
+def prune_orphans(backend_folder: Path) -> list[Path]:
+    """Remove the folders in ``backend_folder`` whose recorded graph no longer exists or whose
+    engine's manifest changed since (a folder without a record is kept); returns them."""
+    removed = []
+    try:
+        folders = [f for f in backend_folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
+    except OSError:
+        return removed
+    for folder in folders:
+        try:
+            source = json.loads((folder / SOURCE_FILE).read_text("utf-8"))
+            graph = Path(source["graph"])
+            recorded = source["manifest_sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not graph.is_file() or _manifest_digest(graph) != recorded:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def discard(staging: Path) -> None:

@@ -116,7 +116,7 @@ def compile_cached(path: Path, config: dict[str, str], folder: Path | None):
     except Exception:
         compiled_cache.discard(staging)
         raise
-    compiled_cache.publish(staging, folder)
+    compiled_cache.publish(staging, folder, path)
     return compiled
 
 
