@@ -211,6 +211,19 @@ def open_records(config: EvaluateConfig) -> tuple[Path, list[dict]]:
     return records_path, records
 
 
+def still_to_evaluate(config: EvaluateConfig, items: list[tuple[Path, int | None]],
+                      records: list[dict]) -> list[tuple[int, Path, int | None, list[str]]]:
+    """``(index, image, label, methods)`` for every image some of whose methods have no
+    record yet (``index``: its place among ``items``, which decides the gallery)."""
+    done = {(r["image"], r["method"]) for r in records}
+    left = []
+    for index, (path, label) in enumerate(items):
+        missing = [m for m in config.methods if (path.name, m) not in done]
+        if missing:
+            left.append((index, path, label, missing))
+    return left
+
+
 def _evaluate_here(config: EvaluateConfig, items: list[tuple[Path, int | None]], progress: bool) -> dict:
     from tqdm.auto import tqdm
 
@@ -219,14 +232,11 @@ def _evaluate_here(config: EvaluateConfig, items: list[tuple[Path, int | None]],
     batch_size = next(iter(explainers.values())).options.batch_size
     out = Path(config.out)
     records_path, records = open_records(config)
-    done = {(r["image"], r["method"]) for r in records}
     failures: list[str] = []
-    todo = sum(1 for path, _ in items for m in config.methods if (path.name, m) not in done)
-    with tqdm(total=todo, desc="evaluate", unit="map", disable=None if progress else True) as bar:
-        for index, (path, label) in enumerate(items):
-            missing = [m for m in config.methods if (path.name, m) not in done]
-            if not missing:
-                continue
+    todo = still_to_evaluate(config, items, records)
+    with tqdm(total=sum(len(missing) for *_, missing in todo), desc="evaluate", unit="map",
+              disable=None if progress else True) as bar:
+        for index, path, label, missing in todo:
             try:
                 for record, files in evaluate_image(engine, explainers, path, label, missing, index < config.gallery,
                                                     config.save_maps, batch_size):

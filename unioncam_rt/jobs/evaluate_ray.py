@@ -72,7 +72,7 @@ def evaluate_on_ray(config: EvaluateConfig, items: list, progress: bool = True) 
 
     from ..errors import require
     from ..fileio import atomic_write_bytes
-    from .evaluate import append_record, open_records, write_reports
+    from .evaluate import append_record, open_records, still_to_evaluate, write_reports
 
     require("ray", "serve")
     settings = config.settings
@@ -84,12 +84,8 @@ def evaluate_on_ray(config: EvaluateConfig, items: list, progress: bool = True) 
     del engine
     out = Path(config.out)
     records_path, records = open_records(config)
-    done = {(r["image"], r["method"]) for r in records}
-    todo = []
-    for index, (path, label) in enumerate(items):
-        missing = [m for m in config.methods if (path.name, m) not in done]
-        if missing:
-            todo.append({"path": str(path), "label": json.dumps(label), "index": index, "methods": json.dumps(missing)})
+    todo = [{"path": str(path), "label": json.dumps(label), "index": index, "methods": json.dumps(missing)}
+            for index, path, label, missing in still_to_evaluate(config, items, records)]
     failures: list[str] = []
     if todo:
         task = EvaluateTask(settings, tuple(config.methods), config.gallery, config.save_maps)
