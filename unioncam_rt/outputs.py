@@ -30,17 +30,21 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.5) -> Image.Im
     return Image.fromarray(np.round(mixed).astype(np.uint8), "RGB")
 
 
+def output_suffixes(save_npy: bool = False) -> tuple[str, ...]:
+    """The files `render_explanation` makes for a stem, in the order written (the JSON last)."""
+    return (".overlay.png", ".cam.png", *((".cam.npy",) if save_npy else ()), ".json")
+
+
 def render_explanation(result: Explanation, stem: str, save_npy: bool = False) -> list[tuple[str, bytes]]:
     """The files of one explanation, in memory: ``(file name, contents)`` for
     ``<stem>.overlay.png``, ``<stem>.cam.png`` (and ``.cam.npy``), the JSON last."""
-    files = [  # zlib level 1: the zebra overlay encodes about 2x faster than at 6, 0.6% larger
-        (f"{stem}.overlay.png", png_bytes(overlay(result.image.rgb, result.cam), compress_level=1)),
-        (f"{stem}.cam.png", png_bytes(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L"))),
-    ]
-    if save_npy:
-        files.append((f"{stem}.cam.npy", npy_bytes(result.cam.astype(np.float32))))
-    files.append((f"{stem}.json", (json.dumps(result.summary(), indent=2) + "\n").encode()))
-    return files
+    contents = {  # zlib level 1: the zebra overlay encodes about 2x faster than at 6, 0.6% larger
+        ".overlay.png": lambda: png_bytes(overlay(result.image.rgb, result.cam), compress_level=1),
+        ".cam.png": lambda: png_bytes(Image.fromarray(np.round(result.cam * 255).astype(np.uint8), "L")),
+        ".cam.npy": lambda: npy_bytes(result.cam.astype(np.float32)),
+        ".json": lambda: (json.dumps(result.summary(), indent=2) + "\n").encode(),
+    }
+    return [(f"{stem}{suffix}", contents[suffix]()) for suffix in output_suffixes(save_npy)]
 
 
 def explanation_line(name: str, result: Explanation, destination: Path) -> str:

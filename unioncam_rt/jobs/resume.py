@@ -16,9 +16,9 @@ from pathlib import Path
 
 from ..errors import UnionCamError
 from ..fileio import atomic_write_bytes
+from ..outputs import output_suffixes
 
 RUN_FILE = ".unioncam-run"  # JSON; no .json suffix, so that globbing the explanations never finds it
-OUTPUT_SUFFIXES = (".overlay.png", ".cam.png", ".json")
 
 
 def _plain(value):
@@ -71,8 +71,7 @@ def changed_settings(previous: dict | None, settings: dict) -> list[str]:
 def finished_image(out: Path, stem: str, path: Path, save_npy: bool) -> bool:
     """True when every output file of ``stem`` is in ``out`` and its JSON (written last)
     names ``path`` as its image."""
-    suffixes = OUTPUT_SUFFIXES + ((".cam.npy",) if save_npy else ())
-    if not all((out / f"{stem}{suffix}").is_file() for suffix in suffixes):
+    if not all((out / f"{stem}{suffix}").is_file() for suffix in output_suffixes(save_npy)):
         return False
     try:
         return json.loads((out / f"{stem}.json").read_text("utf-8")).get("image") == str(path)
