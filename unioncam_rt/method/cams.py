@@ -56,7 +56,7 @@ class UnionParts:
     beta_region: float
     beta_fused: float
     branch: str
-    rechecked: str | None = None  # "exact": a budgeted near tie explained again exactly (see `recheck_near_ties`)
+    rechecked: str | None = None  # a budgeted near tie decided again: "coverS" or "exact" (see `recheck_near_ties`)
 
 
 @dataclass
